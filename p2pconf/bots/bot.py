@@ -1,0 +1,329 @@
+"""One synthetic participant: its peer connections, negotiated as docs/protocol.md says.
+
+The rule that keeps a mesh glare-free: the newcomer offers to every member that
+`joined` lists, and only the offerer of a pair ever offers again (an ICE restart
+after a failure). The other side asks for it with `renegotiate`. aiortc cannot
+roll back a local offer, so it could never be the polite peer of "perfect
+negotiation"; with this rule it never has to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
+
+from .client import SignalingClient
+from .measure import TrackMeter
+from .sources import Broadcaster, PacketTrack, SyntheticCamera, ToneMicrophone, VideoSpec, tone_hz
+
+log = logging.getLogger("p2pconf.bot")
+Message = dict[str, Any]
+
+
+@dataclass
+class BotOptions:
+    video: VideoSpec | None = field(default_factory=VideoSpec)  # None: audio-only call
+    # Send ICE candidates as separate messages, as browsers do, instead of inside the SDP.
+    trickle: bool = False
+
+
+@dataclass(eq=False)
+class PeerLink:
+    """Everything this bot holds about one remote participant."""
+
+    peer_id: str
+    name: str
+    offerer: bool  # True when this bot offers on this link
+    media: Message = field(default_factory=dict)
+    pc: RTCPeerConnection | None = None
+    tracks: list[PacketTrack] = field(default_factory=list)
+    meters: dict[str, TrackMeter] = field(default_factory=dict)
+    pending: list[Message] = field(default_factory=list)  # candidates before the remote description
+    states: list[str] = field(default_factory=list)
+    inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task | None = None
+
+
+def split_candidates(sdp: str) -> tuple[str, list[Message]]:
+    """Take the a=candidate lines out of an SDP, as a trickling browser would send them."""
+    lines, candidates, mid, index = [], [], None, -1
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            index += 1
+            mid = None
+        elif line.startswith("a=mid:"):
+            mid = line[6:]
+        if line.startswith("a=candidate:"):
+            candidates.append({"candidate": line[2:], "sdpMid": mid, "sdpMLineIndex": index})
+        elif line != "a=end-of-candidates":
+            lines.append(line)
+    return "\r\n".join(lines) + "\r\n", candidates
+
+
+class Bot:
+    """A headless participant that sends a synthetic camera and tone and measures every link."""
+
+    def __init__(self, index: int, server: str, room: str, options: BotOptions | None = None, name: str | None = None):
+        self.index = index
+        self.room = room
+        self.name = name or f"bot-{index}"
+        self.options = options or BotOptions()
+        self.tone_hz = tone_hz(index)
+        self.client = SignalingClient(server, self._on_message)
+        self.links: dict[str, PeerLink] = {}
+        self.errors: list[Message] = []
+        self.joined_at: float | None = None
+        self.media = {
+            "mode": "audio+video" if self.options.video else "audio-only",
+            "mic": True,
+            "cam": self.options.video is not None,
+        }
+        self.sources: dict[str, Broadcaster] = {
+            "audio": Broadcaster("audio", microphone=ToneMicrophone(self.tone_hz))
+        }
+        if self.options.video:
+            self.sources["video"] = Broadcaster("video", camera=SyntheticCamera(self.options.video, index))
+        self._ice_servers: list[RTCIceServer] = []
+        self._closed_links: list[PeerLink] = []
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, join the room and offer to everyone already in it."""
+        welcome = await self.client.connect()
+        self._ice_servers = [
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in welcome.get("iceServers", [])
+        ]
+        for source in self.sources.values():
+            source.start()
+        joined = await self.client.join(self.room, self.name, self.media)
+        self.joined_at = time.time()
+        self._offer_to(joined["peers"])
+
+    async def set_media(self, **changes: Any) -> None:
+        """Change mic/cam and tell the room (the bot keeps sending; it only reports)."""
+        self.media.update(changes)
+        await self.client.send({"type": "media", "media": changes})
+
+    async def stop_sending(self) -> None:
+        for source in self.sources.values():
+            await source.stop()
+
+    async def close(self) -> None:
+        await self.stop_sending()
+        await self.client.close()
+        for link in list(self.links.values()):
+            await self._drop(link)
+
+    # -- signaling -------------------------------------------------------------------
+
+    def _offer_to(self, peers: list[Message]) -> None:
+        for peer in peers:
+            link = self._link(peer["id"], peer.get("name", "?"), offerer=True)
+            link.media = peer.get("media", {})
+            link.inbox.put_nowait({"type": "_start"})
+
+    def _link(self, peer_id: str, name: str, offerer: bool) -> PeerLink:
+        link = self.links.get(peer_id)
+        if link is None:
+            link = self.links[peer_id] = PeerLink(peer_id, name, offerer)
+            link.worker = asyncio.create_task(self._work(link))
+        return link
+
+    async def _on_message(self, msg: Message) -> None:
+        kind = msg.get("type")
+        if kind == "peer-joined":
+            peer = msg["peer"]
+            self._link(peer["id"], peer["name"], offerer=False).media = peer.get("media", {})
+        elif kind == "peer-left":
+            link = self.links.get(msg["id"])
+            if link:
+                await self._drop(link)
+        elif kind == "peer-media":
+            if link := self.links.get(msg["id"]):
+                link.media = msg["media"]
+        elif kind in ("offer", "answer", "candidate", "renegotiate"):
+            if link := self.links.get(msg["from"]):
+                link.inbox.put_nowait(msg)
+        elif kind == "reconnected":
+            for link in list(self.links.values()):
+                await self._drop(link)
+            self._offer_to(msg["joined"]["peers"])
+        elif kind == "error":
+            log.warning("%s: server error %s: %s", self.name, msg.get("code"), msg.get("message"))
+            self.errors.append(msg)
+
+    async def _work(self, link: PeerLink) -> None:
+        """Handle one link's signaling in order, so its negotiation never interleaves."""
+        while True:
+            msg = await link.inbox.get()
+            try:
+                await self._step(link, msg)
+            except Exception:  # a broken remote description must not kill the bot
+                log.exception("%s: link to %s failed on %s", self.name, link.name, msg.get("type"))
+
+    async def _step(self, link: PeerLink, msg: Message) -> None:
+        kind = msg["type"]
+        if kind == "_start":
+            await self._send_offer(link, restart=False)
+        elif kind in ("_failed", "renegotiate"):
+            if link.offerer:
+                await self._send_offer(link, restart=True)
+            else:
+                await self.client.send({"type": "renegotiate", "to": link.peer_id})
+        elif kind == "offer":
+            if link.pc is None or msg.get("restart"):
+                self._new_pc(link)
+            await link.pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
+            await self._flush_candidates(link)
+            offered = {t.kind for t in link.pc.getTransceivers()}
+            for kind_, source in self.sources.items():
+                if kind_ in offered:
+                    self._add_track(link, source)
+            await link.pc.setLocalDescription(await link.pc.createAnswer())
+            await self._send_description(link, "answer")
+        elif kind == "answer" and link.pc is not None:
+            await link.pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "answer"))
+            await self._flush_candidates(link)
+        elif kind == "candidate":
+            link.pending.append(msg.get("candidate"))
+            if link.pc is not None and link.pc.remoteDescription is not None:
+                await self._flush_candidates(link)
+
+    async def _send_offer(self, link: PeerLink, restart: bool) -> None:
+        self._new_pc(link)
+        for source in self.sources.values():
+            self._add_track(link, source)
+        await link.pc.setLocalDescription(await link.pc.createOffer())
+        await self._send_description(link, "offer", restart=restart)
+
+    async def _send_description(self, link: PeerLink, kind: str, restart: bool = False) -> None:
+        sdp = link.pc.localDescription.sdp  # aiortc: every candidate is already inside
+        candidates: list[Message] = []
+        if self.options.trickle:
+            sdp, candidates = split_candidates(sdp)
+        msg: Message = {"type": kind, "to": link.peer_id, "sdp": sdp}
+        if restart:
+            msg["restart"] = True
+        await self.client.send(msg)
+        if self.options.trickle:
+            for candidate in [*candidates, None]:
+                await self.client.send({"type": "candidate", "to": link.peer_id, "candidate": candidate})
+
+    async def _flush_candidates(self, link: PeerLink) -> None:
+        pending, link.pending = link.pending, []
+        for cand in pending:
+            if cand is None:
+                await link.pc.addIceCandidate(None)
+                continue
+            candidate = candidate_from_sdp(cand["candidate"].removeprefix("candidate:"))
+            candidate.sdpMid, candidate.sdpMLineIndex = cand.get("sdpMid"), cand.get("sdpMLineIndex")
+            await link.pc.addIceCandidate(candidate)
+
+    # -- media -----------------------------------------------------------------------
+
+    def _new_pc(self, link: PeerLink) -> None:
+        if link.pc is not None:
+            self._retire(link)
+        # Always pass the configured list: with none, aiortc would add a public STUN server.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self._ice_servers)))
+        link.pc, link.pending = pc, []
+
+        @pc.on("track")
+        def on_track(track) -> None:
+            receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+            link.meters[track.kind] = TrackMeter(track, receiver)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc is not link.pc:
+                return
+            link.states.append(pc.connectionState)
+            if pc.connectionState == "failed":
+                link.inbox.put_nowait({"type": "_failed"})
+
+    def _add_track(self, link: PeerLink, source: Broadcaster) -> None:
+        track = source.track()
+        link.tracks.append(track)
+        sender = link.pc.addTrack(track)
+        # aiortc answers a PLI/FIR by flagging its own encoder, which never runs for
+        # pre-encoded packets: route the request to the shared encoder instead.
+        sender._send_keyframe = source.request_keyframe
+
+    def _retire(self, link: PeerLink) -> None:
+        """Keep a replaced connection's numbers for the report; close it in the background."""
+        old = PeerLink(link.peer_id, link.name, link.offerer, pc=link.pc, tracks=link.tracks, meters=link.meters)
+        self._closed_links.append(old)
+        link.tracks, link.meters = [], {}
+        asyncio.create_task(self._close_pc(old))
+
+    async def _close_pc(self, link: PeerLink) -> None:
+        for meter in link.meters.values():
+            await meter.stop()
+        for track in link.tracks:
+            track.stop()
+        if link.pc is not None:
+            await link.pc.close()
+
+    async def _drop(self, link: PeerLink) -> None:
+        self.links.pop(link.peer_id, None)
+        if link.worker:
+            link.worker.cancel()
+        await self._close_pc(link)
+
+    # -- numbers -----------------------------------------------------------------------
+
+    def flowing(self) -> int:
+        """Remote tracks that have delivered at least one frame."""
+        return sum(1 for link in self.links.values() for m in link.meters.values() if m.first_at is not None)
+
+    async def results(self) -> Message:
+        """Everything this bot knows, as plain data for report.py (see docs/report.md)."""
+        links = {}
+        for link in list(self.links.values()):
+            stats = await link.pc.getStats() if link.pc is not None else {}
+            inbound = {s.kind: s for s in stats.values() if s.type == "inbound-rtp"}
+            remote_in = {s.kind: s for s in stats.values() if s.type == "remote-inbound-rtp"}
+            entry: Message = {"peer_id": link.peer_id, "media": link.media, "states": link.states, "sent": {}, "received": {}}
+            for track in link.tracks:
+                rtt = remote_in.get(track.kind)
+                entry["sent"][track.kind] = {
+                    "first": track.first_number,
+                    "offered": track.offered,
+                    "dropped": track.dropped,
+                    "rtt_ms": round(rtt.roundTripTime * 1000, 1) if rtt and rtt.roundTripTime is not None else None,
+                }
+            for kind, meter in link.meters.items():
+                stat = inbound.get(kind)
+                entry["received"][kind] = {
+                    "first_at": meter.first_at,
+                    "last_at": meter.last_at,
+                    "frames": meter.frames,
+                    "payload_bytes": meter.payload_bytes,
+                    "packets": stat.packetsReceived if stat else 0,
+                    "packets_lost": max(0, stat.packetsLost) if stat else 0,
+                    "jitter_ms": round(stat.jitter / (90.0 if kind == "video" else 48.0), 1) if stat else None,
+                    "numbers": sorted(meter.video_numbers),
+                    "latencies_ms": meter.latencies_ms,
+                    "bad_stamps": meter.bad_stamps,
+                    "tone_hz": round(meter.tone_hz(), 1) if kind == "audio" else None,
+                }
+            links[link.name] = entry
+        return {
+            "name": self.name,
+            "index": self.index,
+            "id": self.client.id,
+            "joined_at": self.joined_at,
+            "tone_hz": self.tone_hz,
+            "video": str(self.options.video) if self.options.video else None,
+            "frames_sent": {k: s.frames_sent for k, s in self.sources.items()},
+            "errors": self.errors,
+            "links": links,
+        }

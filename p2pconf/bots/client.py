@@ -1,0 +1,171 @@
+"""A Python client of docs/protocol.md: the twin of web/static/protocol.js.
+
+It knows messages, not media: the owner passes one `on_message` coroutine that
+receives every server message, in order. The client pings the server, notices a
+dead one (no message for two ping intervals) and reconnects with backoff,
+re-joining the same room under a new peer id; the owner hears a synthetic
+{"type": "reconnected"} message and must rebuild its peer connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from yarl import URL
+
+from .. import protocol
+
+log = logging.getLogger("p2pconf.client")
+Message = dict[str, Any]
+
+
+class ServerError(Exception):
+    """The server refused a request; `code` is the protocol error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def ws_url(server: str) -> str:
+    """http(s)://host[:port][/prefix] -> ws(s)://host[:port][/prefix]/ws."""
+    url = URL(server)
+    if url.scheme not in ("http", "https", "ws", "wss"):
+        raise ValueError(f"server must be an http(s) URL, not {server!r}")
+    scheme = {"http": "ws", "https": "wss"}.get(url.scheme, url.scheme)
+    path = url.path.rstrip("/")
+    if not path.endswith("/ws"):
+        path += "/ws"
+    return str(url.with_scheme(scheme).with_path(path))
+
+
+class SignalingClient:
+    """One connection to a p2pconf server, kept alive until `close()`."""
+
+    def __init__(
+        self,
+        server: str,
+        on_message: Callable[[Message], Awaitable[None]],
+        *,
+        max_backoff_s: float = 10.0,
+    ):
+        self.url = ws_url(server)
+        self.on_message = on_message
+        self.max_backoff_s = max_backoff_s
+        self.id: str | None = None
+        self.welcome: Message = {}
+        self.joined: Message | None = None
+        self.reconnects = 0
+        self._join_request: Message | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._task: asyncio.Task | None = None
+        self._closing = False
+
+    # -- public ----------------------------------------------------------------
+
+    async def connect(self) -> Message:
+        """Open the socket and shake hands; returns the `welcome` message."""
+        self._http = aiohttp.ClientSession()
+        try:
+            await self._open()
+        except BaseException:
+            await self._http.close()
+            raise
+        return self.welcome
+
+    async def join(self, room: str, name: str, media: Message | None = None) -> Message:
+        """Join `room` as `name`; returns `joined` (with the peers to offer to)."""
+        self._join_request = {"type": "join", "room": room, "name": name, "media": media or {}}
+        await self._send_join()
+        self._task = asyncio.create_task(self._run())
+        return self.joined
+
+    async def send(self, msg: Message) -> None:
+        """Send one message; silently dropped while reconnecting."""
+        if self._ws is not None and not self._ws.closed:
+            try:
+                await self._ws.send_json(msg)
+            except ConnectionError:
+                pass
+
+    async def close(self) -> None:
+        """Leave and close for good."""
+        self._closing = True
+        if self._ws is not None and not self._ws.closed:
+            await self.send({"type": "leave"})
+            await self._ws.close()
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._http:
+            await self._http.close()
+
+    # -- internals ---------------------------------------------------------------
+
+    async def _open(self) -> None:
+        self._ws = await self._http.ws_connect(self.url, max_msg_size=protocol.MAX_MESSAGE_BYTES)
+        await self._ws.send_json({"type": "hello", "version": protocol.PROTOCOL_VERSION})
+        self.welcome = await self._expect("welcome")
+        self.id = self.welcome["id"]
+
+    async def _send_join(self) -> None:
+        await self._ws.send_json(self._join_request)
+        self.joined = await self._expect("joined")
+
+    async def _expect(self, kind: str, timeout: float = 10.0) -> Message:
+        msg = await self._ws.receive_json(timeout=timeout)
+        if msg.get("type") == "error":
+            raise ServerError(msg.get("code", "?"), msg.get("message", ""))
+        if msg.get("type") != kind:
+            raise ServerError("bad-message", f"expected {kind}, got {msg.get('type')!r}")
+        return msg
+
+    @property
+    def _ping_s(self) -> float:
+        return float(self.welcome.get("heartbeat", {}).get("clientPingS", 10.0))
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while not self._closing:
+            await self._pump()
+            if self._closing:
+                return
+            # The server vanished or closed on us: reconnect with jittered backoff.
+            while not self._closing:
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, self.max_backoff_s)
+                try:
+                    await self._open()
+                    await self._send_join()
+                except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, ServerError) as exc:
+                    log.info("reconnect failed: %s", exc)
+                    continue
+                backoff = 0.5
+                self.reconnects += 1
+                await self.on_message({"type": "reconnected", "joined": self.joined})
+                break
+
+    async def _pump(self) -> None:
+        """Deliver messages until the connection dies; ping when idle."""
+        ws = self._ws
+        while True:
+            try:
+                frame = await ws.receive(timeout=self._ping_s)
+            except asyncio.TimeoutError:
+                await self.send({"type": "ping"})
+                try:
+                    frame = await ws.receive(timeout=self._ping_s)
+                except asyncio.TimeoutError:
+                    log.warning("server silent for %.0f s, reconnecting", 2 * self._ping_s)
+                    await ws.close()
+                    return
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                return  # closed, closing or error
+            msg = frame.json()
+            if msg.get("type") != "pong":
+                await self.on_message(msg)

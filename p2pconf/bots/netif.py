@@ -1,0 +1,39 @@
+"""Which local addresses bots offer as ICE host candidates.
+
+aioice gathers on every interface except loopback. Bots that talk to a server on
+this machine gather on 127.0.0.1 only, so a test mesh never sends a packet off
+the loopback interface (browsers join it with Chromium's
+--allow-loopback-in-peer-connection, or Firefox's media.peerconnection.ice.loopback).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import aioice.ice
+from yarl import URL
+
+_default = aioice.ice.get_host_addresses
+
+
+def use_host_addresses(addresses: list[str] | None) -> None:
+    """Gather host candidates on `addresses` only; None restores aioice's default."""
+    if addresses is None:
+        aioice.ice.get_host_addresses = _default
+        return
+
+    def fixed(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = fixed
+
+
+def is_loopback_url(server: str) -> bool:
+    """True when `server` points at this machine's loopback interface."""
+    host = URL(server).host or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,113 @@
+"""Turn what every bot measured into the report of docs/report.md, and print it."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+Message = dict[str, Any]
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def _link(sender: Message | None, receiver: Message, sender_name: str, kind: str, got: Message) -> Message:
+    sent = (sender or {}).get("links", {}).get(receiver["name"], {}).get("sent", {}).get(kind, {})
+    seconds = (got["last_at"] - got["first_at"]) if got["first_at"] and got["last_at"] else 0.0
+    total = got["packets"] + got["packets_lost"]
+    link: Message = {
+        "from": sender_name,
+        "to": receiver["name"],
+        "kind": kind,
+        "kbps": round(got["payload_bytes"] * 8 / seconds / 1000, 1) if seconds > 0 else 0.0,
+        "loss_pct": round(100.0 * got["packets_lost"] / total, 2) if total else 0.0,
+        "rtt_ms": sent.get("rtt_ms"),
+        "jitter_ms": got["jitter_ms"],
+    }
+    if kind == "video":
+        link["frames"] = got["frames"]
+        link["latency_ms"] = _median(got["latencies_ms"])
+        if sent.get("first") is not None:
+            first, offered = sent["first"], sent["offered"]
+            link["frames_sent"] = offered
+            link["frames_delivered"] = sum(1 for n in got["numbers"] if first <= n < first + offered)
+    else:
+        link["packets"] = got["packets"]
+        link["tone_hz"] = got["tone_hz"]
+        if sender is not None:
+            link["expected_tone_hz"] = sender["tone_hz"]
+    return link
+
+
+def build_report(results: list[Message], *, stopped_at: float, extra: Message | None = None) -> Message:
+    """The run's report from each bot's `Bot.results()` (keys documented in docs/report.md)."""
+    bots = {r["name"]: r for r in results}
+    links: list[Message] = []
+    for receiver in results:
+        for sender_name, entry in sorted(receiver["links"].items()):
+            for kind, got in sorted(entry["received"].items()):
+                links.append(_link(bots.get(sender_name), receiver, sender_name, kind, got))
+    links.sort(key=lambda l: (l["from"], l["to"], l["kind"]))
+
+    # Expected: every ordered pair of bots, for each kind the sender sends.
+    expected = {
+        (s["name"], r["name"], kind)
+        for s in results
+        for r in results
+        if s is not r
+        for kind in (("audio", "video") if s["video"] else ("audio",))
+    }
+    flowing = {
+        (sender, r["name"], kind)
+        for r in results
+        for sender, entry in r["links"].items()
+        for kind, got in entry["received"].items()
+        if got["frames"] > 0
+    } & expected
+    joins = [r["joined_at"] for r in results if r["joined_at"]]
+    firsts = [
+        bots[to]["links"][frm]["received"][kind]["first_at"] for frm, to, kind in flowing
+    ]
+    mesh_formed = bool(expected) and flowing == expected
+    video = [l for l in links if l["kind"] == "video" and "frames_sent" in l and l["from"] in bots]
+    sent_total = sum(l["frames_sent"] for l in video)
+    return {
+        "participants": len(results),
+        "tracks_expected": len(expected),
+        "tracks_flowing": len(flowing),
+        "mesh_formed": mesh_formed,
+        "join_to_mesh_s": round(max(firsts) - min(joins), 3) if mesh_formed and joins else None,
+        "video_frames_delivered_ratio": (
+            round(sum(l["frames_delivered"] for l in video) / sent_total, 4) if sent_total else None
+        ),
+        "duration_s": round(stopped_at - min(joins), 2) if joins else 0.0,
+        "missing": [f"{f}->{t} {k}" for f, t, k in sorted(expected - flowing)],
+        **(extra or {}),
+        "links": links,
+    }
+
+
+def format_table(report: Message) -> str:
+    """The per-link table printed at the end of a run."""
+    head = f"{'from':<12} {'to':<12} {'kind':<5} {'kbps':>7} {'frames':>7} {'loss%':>6} {'rtt ms':>7} {'jit ms':>7} {'lat ms':>7} {'tone Hz':>8}"
+    rows = [head, "-" * len(head)]
+
+    def cell(value: Any, width: int) -> str:
+        return f"{'-' if value is None else value:>{width}}"
+
+    for l in report["links"]:
+        count = l.get("frames", l.get("packets"))
+        rows.append(
+            f"{l['from'][:12]:<12} {l['to'][:12]:<12} {l['kind']:<5} {cell(l['kbps'], 7)} {cell(count, 7)} "
+            f"{cell(l['loss_pct'], 6)} {cell(l['rtt_ms'], 7)} {cell(l['jitter_ms'], 7)} "
+            f"{cell(l.get('latency_ms'), 7)} {cell(l.get('tone_hz'), 8)}"
+        )
+    ratio = report["video_frames_delivered_ratio"]
+    rows.append("")
+    rows.append(
+        f"{report['participants']} participants, {report['tracks_flowing']}/{report['tracks_expected']} tracks flowing, "
+        f"join to mesh {report['join_to_mesh_s'] if report['join_to_mesh_s'] is not None else '-'} s, "
+        f"video frames delivered {'-' if ratio is None else f'{ratio:.1%}'}"
+    )
+    return "\n".join(rows)

@@ -1,0 +1,199 @@
+"""Run N bots in one room, show progress, and build the report.
+
+Bots can be spread over several processes (`processes`): each process runs its
+share in its own event loop, and the parent merges what they measured. All
+processes stop sending at the same wall-clock moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import queue
+import resource
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from .bot import Bot, BotOptions
+from .netif import is_loopback_url, use_host_addresses
+from .report import build_report
+from .sources import VideoSpec
+
+DRAIN_S = 3.0  # at most this long for in-flight frames after sending stops
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunOptions:
+    server: str
+    room: str
+    count: int = 6
+    duration_s: float = 20.0
+    video: VideoSpec | None = field(default_factory=VideoSpec)
+    trickle: bool = False
+    processes: int = 1
+    first_index: int = 1
+
+    def bot_options(self) -> BotOptions:
+        return BotOptions(video=self.video, trickle=self.trickle)
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+async def run_bots(opts: RunOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the bots of `opts` for its duration and return the report."""
+    cpu0, wall0 = _cpu_seconds(), time.time()
+    if opts.processes <= 1:
+        results, stopped_at = await _run_group(opts, list(range(opts.count)), progress, stop_at=None)
+    else:
+        results, stopped_at = await asyncio.to_thread(_run_processes, opts, progress)
+    cpu = _cpu_seconds() - cpu0
+    extra = {
+        "server": opts.server,
+        "room": opts.room,
+        "video": str(opts.video) if opts.video else None,
+        "processes": max(1, opts.processes),
+        "cpu_s_per_s": round(cpu / max(1e-6, time.time() - wall0), 3),
+    }
+    return build_report(results, stopped_at=stopped_at, extra=extra)
+
+
+async def _run_group(
+    opts: RunOptions,
+    slots: list[int],
+    progress: Progress | None,
+    stop_at: float | None,
+    collected: Callable[[list[dict[str, Any]], float], Any] | None = None,
+) -> tuple[list[dict[str, Any]], float]:
+    """Run the bots numbered by `slots` in this process; returns their results."""
+    use_host_addresses(["127.0.0.1"] if is_loopback_url(opts.server) else None)
+    bots = [Bot(opts.first_index + i, opts.server, opts.room, opts.bot_options()) for i in slots]
+    try:
+        for bot in bots:  # one after another: each newcomer offers to those already in
+            await bot.start()
+        expected = len(bots) * (opts.count - 1) * (2 if opts.video else 1)
+        stop_at = stop_at or time.time() + opts.duration_s
+        while (now := time.time()) < stop_at:
+            if progress:
+                progress({"joined": len(bots), "flowing": sum(b.flowing() for b in bots), "expected": expected,
+                          "remaining_s": stop_at - now})
+            await asyncio.sleep(min(0.5, max(0.0, stop_at - now)))
+        for bot in bots:
+            await bot.stop_sending()
+        stopped_at = time.time()
+        await _drain(bots)
+        results = [await bot.results() for bot in bots]
+        if collected:  # other processes may still be measuring: stay until released
+            await asyncio.to_thread(collected, results, stopped_at)
+        return results, stopped_at
+    finally:
+        await asyncio.gather(*(bot.close() for bot in bots), return_exceptions=True)
+
+
+async def _drain(bots: list[Bot]) -> None:
+    """Wait (bounded) until frames stop arriving, so in-flight ones are counted."""
+    def received() -> int:
+        return sum(m.frames for b in bots for l in b.links.values() for m in l.meters.values())
+
+    deadline, last, quiet_since = time.monotonic() + DRAIN_S, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_count = received()
+        if now_count != last:
+            last, quiet_since = now_count, time.monotonic()
+        elif time.monotonic() - quiet_since > 0.5:
+            return
+        await asyncio.sleep(0.1)
+
+
+# -- several processes ---------------------------------------------------------------------
+
+
+def _child(opts: RunOptions, slots: list[int], stop_at: float, out: multiprocessing.Queue, release) -> None:
+    def report_progress(p: dict[str, Any]) -> None:
+        out.put(("progress", slots[0], p))
+
+    def collected(results: list[dict[str, Any]], stopped_at: float) -> None:
+        out.put(("done", slots[0], (results, stopped_at)))
+        release.wait(timeout=60)  # leaving earlier would cut the others' links short
+
+    try:
+        asyncio.run(_run_group(opts, slots, report_progress, stop_at, collected))
+    except BaseException as exc:  # the parent reports it; never hang it
+        out.put(("failed", slots[0], f"{type(exc).__name__}: {exc}"))
+
+
+def _run_processes(opts: RunOptions, progress: Progress | None) -> tuple[list[dict[str, Any]], float]:
+    groups = [list(range(opts.count))[g :: opts.processes] for g in range(opts.processes)]
+    groups = [g for g in groups if g]
+    ctx = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue = ctx.Queue()
+    release = ctx.Event()
+    # Leave time to start the interpreters and join, then all stop at once.
+    stop_at = time.time() + 3.0 + opts.duration_s
+    procs = [ctx.Process(target=_child, args=(opts, g, stop_at, out, release), daemon=True) for g in groups]
+    for p in procs:
+        p.start()
+    latest: dict[int, dict[str, Any]] = {}
+    done: dict[int, tuple] = {}
+    failures: list[str] = []
+    deadline = stop_at + DRAIN_S + 60
+    try:
+        while len(done) + len(failures) < len(procs) and time.time() < deadline:
+            try:
+                what, key, payload = out.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if what == "progress":
+                latest[key] = payload
+                if progress:
+                    progress({
+                        "joined": sum(p["joined"] for p in latest.values()),
+                        "flowing": sum(p["flowing"] for p in latest.values()),
+                        "expected": opts.count * (opts.count - 1) * (2 if opts.video else 1),
+                        "remaining_s": max(0.0, stop_at - time.time()),
+                    })
+            elif what == "done":
+                done[key] = payload
+            else:
+                failures.append(payload)
+    finally:
+        release.set()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    if failures or len(done) < len(procs):
+        raise RuntimeError(failures[0] if failures else "a bot process did not finish in time")
+    results = [r for rs, _ in done.values() for r in rs]
+    return results, max(stopped for _, stopped in done.values())
+
+
+class ProgressPrinter:
+    """Prints a bar of tracks flowing: redrawn in place on a terminal, every 5 s in a log."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, p: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if not self.tty and now - self._last < 5.0:
+            return
+        self._last = now
+        width = 30
+        filled = int(width * p["flowing"] / p["expected"]) if p["expected"] else width
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] tracks {p['flowing']}/{p['expected']}, "
+                f"{p['joined']} joined, {p['remaining_s']:.0f} s left")
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")

@@ -1,0 +1,43 @@
+"""Server configuration: one dataclass, filled by the CLI or by tests."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Config:
+    """Everything `create_app` needs. Defaults suit a laptop on http://127.0.0.1:8080."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    # Origin of the site as users see it ("https://conf.example.org"); links and the
+    # WebSocket Origin check use it. None: the origin of each request's Host.
+    public_url: str | None = None
+    # Reverse proxies whose X-Forwarded-* headers are believed (addresses or networks).
+    trusted_proxies: list[str] = field(default_factory=list)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    max_room_size: int = 6
+    # ICE servers handed to clients. STUN/TURN URLs, e.g. "stun:turn.example.org:3478".
+    stun_urls: list[str] = field(default_factory=list)
+    turn_urls: list[str] = field(default_factory=list)
+    turn_secret: str | None = None  # coturn `static-auth-secret`
+    turn_ttl_s: int = 12 * 3600
+
+    # Liveness: the server pings after `heartbeat_s` of silence and drops a client that
+    # has not answered `heartbeat_s / 2` later, so a vanished client is noticed within
+    # 1.5 * heartbeat_s. Clients ping every `client_ping_s`.
+    heartbeat_s: float = 10.0
+    client_ping_s: float = 10.0
+
+    # Per-connection token bucket: sustained messages per second and burst size.
+    rate_per_s: float = 50.0
+    rate_burst: int = 300
+
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies]

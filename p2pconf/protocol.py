@@ -1,0 +1,133 @@
+"""The wire protocol of docs/protocol.md: versions, limits, codes and message checks.
+
+Everything here is plain data and pure functions, shared by the server
+(`signaling.py`) and the Python client (`bots/client.py`), so both sides agree
+on one definition of a valid message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_NAME_CHARS = 40
+MAX_ROOM_CHARS = 64
+
+# WebSocket close codes (docs/protocol.md, "Closing").
+CLOSE_GOING_AWAY = 1001  # server shutdown
+CLOSE_TOO_LARGE = 1009  # message over MAX_MESSAGE_BYTES
+CLOSE_PROTOCOL = 4000  # handshake broken: first message not hello, bad version
+CLOSE_STALLED = 4009  # the client stopped reading its messages
+CLOSE_FLOOD = 4029  # rate limit exceeded
+
+# Stable, machine-readable error codes carried by `error` messages.
+ERRORS = {
+    "bad-json": "The message is not a JSON object.",
+    "bad-message": "A field is missing or has the wrong type.",
+    "unknown-type": "Unknown message type.",
+    "version-unsupported": "This server speaks another protocol version.",
+    "not-joined": "Join a room first.",
+    "already-joined": "This connection has already joined a room.",
+    "room-full": "The room is full.",
+    "unknown-peer": "No such peer in your room.",
+    "forged-sender": "The sender field does not match this connection.",
+    "rate-limited": "Too many messages.",
+    "too-large": "The message is too large.",
+}
+
+MODES = ("audio+video", "audio-only")
+SIGNAL_TYPES = ("offer", "answer", "candidate", "renegotiate")
+CLIENT_TYPES = ("hello", "join", "media", "leave", "ping", *SIGNAL_TYPES)
+
+_ROOM_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,%d}$" % MAX_ROOM_CHARS)
+
+
+class ProtocolError(Exception):
+    """A message broke the protocol; `code` is one of ERRORS."""
+
+    def __init__(self, code: str, detail: str | None = None):
+        super().__init__(detail or ERRORS[code])
+        self.code = code
+        self.detail = detail or ERRORS[code]
+
+
+def error_message(code: str, detail: str | None = None, ref: str | None = None) -> dict[str, Any]:
+    """Build an `error` message; `ref` names the type of the message it answers."""
+    msg: dict[str, Any] = {"type": "error", "code": code, "message": detail or ERRORS[code]}
+    if ref:
+        msg["ref"] = ref
+    return msg
+
+
+def clean_name(value: Any) -> str:
+    """Trim a display name and check it is 1..40 characters of printable text."""
+    if not isinstance(value, str):
+        raise ProtocolError("bad-message", "name must be a string")
+    name = " ".join(value.split())
+    if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
+        raise ProtocolError("bad-message", f"name must be 1 to {MAX_NAME_CHARS} printable characters")
+    return name
+
+
+def clean_room(value: Any) -> str:
+    """Check a room name: 1..64 characters, no control characters."""
+    if not isinstance(value, str) or not _ROOM_RE.match(value.strip()):
+        raise ProtocolError("bad-message", f"room must be 1 to {MAX_ROOM_CHARS} printable characters")
+    return value.strip()
+
+
+def clean_media(value: Any, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate a media state {mode, mic, cam}; missing fields keep `previous`."""
+    state = dict(previous or {"mode": "audio+video", "mic": True, "cam": True})
+    if value is None:
+        return state
+    if not isinstance(value, dict):
+        raise ProtocolError("bad-message", "media must be an object")
+    if "mode" in value:
+        if value["mode"] not in MODES:
+            raise ProtocolError("bad-message", f"media.mode must be one of {', '.join(MODES)}")
+        state["mode"] = value["mode"]
+    for key in ("mic", "cam"):
+        if key in value:
+            if not isinstance(value[key], bool):
+                raise ProtocolError("bad-message", f"media.{key} must be true or false")
+            state[key] = value[key]
+    if state["mode"] == "audio-only":
+        state["cam"] = False
+    return state
+
+
+def check_signal(msg: dict[str, Any]) -> dict[str, Any]:
+    """Check the payload of offer/answer/candidate/renegotiate; return what is forwarded."""
+    kind = msg["type"]
+    if kind in ("offer", "answer"):
+        sdp = msg.get("sdp")
+        if not isinstance(sdp, str) or not sdp:
+            raise ProtocolError("bad-message", f"{kind} needs a non-empty sdp string")
+        out: dict[str, Any] = {"sdp": sdp}
+        if kind == "offer" and msg.get("restart") is True:
+            out["restart"] = True
+        return out
+    if kind == "candidate":
+        cand = msg.get("candidate", "missing")
+        if cand is None:  # end of candidates
+            return {"candidate": None}
+        if (
+            not isinstance(cand, dict)
+            or not isinstance(cand.get("candidate"), str)
+            or not (isinstance(cand.get("sdpMid"), str) or isinstance(cand.get("sdpMLineIndex"), int))
+        ):
+            raise ProtocolError(
+                "bad-message", "candidate needs {candidate, sdpMid or sdpMLineIndex} or null"
+            )
+        return {
+            "candidate": {
+                "candidate": cand["candidate"],
+                "sdpMid": cand.get("sdpMid"),
+                "sdpMLineIndex": cand.get("sdpMLineIndex"),
+            }
+        }
+    return {}  # renegotiate carries nothing but its addressee

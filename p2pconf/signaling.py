@@ -1,0 +1,194 @@
+"""Rooms and message routing, independent of aiohttp.
+
+A `Hub` holds the rooms. Each client connection is a `Session` whose `send`
+callable queues a message for that one client. The transport (server.py) parses
+frames and calls `Hub.handle`; everything about who may talk to whom lives here,
+so it can be unit-tested, and later fanned out over a message bus.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import protocol
+from .protocol import ProtocolError
+
+Message = dict[str, Any]
+
+
+class HandshakeError(Exception):
+    """A broken handshake: the transport answers with an error and closes (4000)."""
+
+    def __init__(self, code: str, detail: str | None = None):
+        super().__init__(detail or protocol.ERRORS[code])
+        self.code = code
+
+
+@dataclass(eq=False)
+class Session:
+    """One client connection, as the hub sees it."""
+
+    id: str
+    send: Callable[[Message], None]
+    greeted: bool = False
+    name: str = ""
+    room: Room | None = None
+    media: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> Message:
+        """The public view of this participant that other members receive."""
+        return {"id": self.id, "name": self.name, "media": dict(self.media)}
+
+
+@dataclass(eq=False)
+class Room:
+    name: str
+    members: dict[str, Session] = field(default_factory=dict)
+
+    def broadcast(self, msg: Message, *, exclude: Session | None = None) -> None:
+        for member in list(self.members.values()):
+            if member is not exclude:
+                member.send(msg)
+
+
+class Hub:
+    """All rooms of one server process and the rules for moving messages between them."""
+
+    def __init__(
+        self,
+        *,
+        max_room_size: int = 6,
+        ice_servers: Callable[[str], list[Message]] = lambda peer_id: [],
+        welcome_extra: Message | None = None,
+    ):
+        self.max_room_size = max_room_size
+        self.ice_servers = ice_servers
+        self.welcome_extra = welcome_extra or {}
+        self.sessions: dict[str, Session] = {}
+        self.rooms: dict[str, Room] = {}
+
+    # -- connections -------------------------------------------------------
+
+    def connect(self, send: Callable[[Message], None]) -> Session:
+        """Register a new connection and give it a fresh peer id."""
+        peer_id = secrets.token_hex(4)
+        while peer_id in self.sessions:
+            peer_id = secrets.token_hex(4)
+        session = Session(id=peer_id, send=send)
+        self.sessions[peer_id] = session
+        return session
+
+    def disconnect(self, session: Session, reason: str = "left") -> None:
+        """Forget a connection; its room hears `peer-left` with `reason`."""
+        self._leave(session, reason)
+        self.sessions.pop(session.id, None)
+
+    # -- messages ----------------------------------------------------------
+
+    def handle(self, session: Session, msg: Message) -> None:
+        """Act on one parsed message from `session`.
+
+        Raises HandshakeError when the connection must be closed and
+        ProtocolError for a refused message (the connection stays open).
+        """
+        kind = msg.get("type")
+        if not session.greeted:
+            if kind != "hello":
+                raise HandshakeError("bad-message", "the first message must be hello")
+            self._hello(session, msg)
+            return
+        if kind not in protocol.CLIENT_TYPES:
+            raise ProtocolError("unknown-type", f"unknown message type {kind!r}")
+        sender = msg.get("from")
+        if sender is not None and sender != session.id:
+            raise ProtocolError("forged-sender")
+        if kind == "hello":
+            raise ProtocolError("bad-message", "hello was already received")
+        if kind == "ping":
+            session.send({"type": "pong"})
+        elif kind == "join":
+            self._join(session, msg)
+        elif kind == "leave":
+            if session.room is None:
+                raise ProtocolError("not-joined")
+            self._leave(session, "left")
+            session.send({"type": "left"})
+        elif kind == "media":
+            self._media(session, msg)
+        else:
+            self._signal(session, msg)
+
+    def _hello(self, session: Session, msg: Message) -> None:
+        if msg.get("version") != protocol.PROTOCOL_VERSION:
+            raise HandshakeError(
+                "version-unsupported",
+                f"server speaks version {protocol.PROTOCOL_VERSION}, got {msg.get('version')!r}",
+            )
+        session.greeted = True
+        session.send(
+            {
+                "type": "welcome",
+                "version": protocol.PROTOCOL_VERSION,
+                "id": session.id,
+                "iceServers": self.ice_servers(session.id),
+                "maxRoomSize": self.max_room_size,
+                **self.welcome_extra,
+            }
+        )
+
+    def _join(self, session: Session, msg: Message) -> None:
+        if session.room is not None:
+            raise ProtocolError("already-joined")
+        name = protocol.clean_room(msg.get("room"))
+        display = protocol.clean_name(msg.get("name"))
+        media = protocol.clean_media(msg.get("media"))
+        room = self.rooms.get(name)
+        if room is not None and len(room.members) >= self.max_room_size:
+            raise ProtocolError("room-full", f"room {name!r} already has {self.max_room_size} participants")
+        if room is None:
+            room = self.rooms[name] = Room(name)
+        session.name, session.media = display, media
+        # The newcomer offers to everyone listed here (docs/protocol.md, "Negotiation").
+        session.send(
+            {
+                "type": "joined",
+                "room": name,
+                "id": session.id,
+                "peers": [m.describe() for m in room.members.values()],
+            }
+        )
+        room.broadcast({"type": "peer-joined", "peer": session.describe()})
+        room.members[session.id] = session
+        session.room = room
+
+    def _leave(self, session: Session, reason: str) -> None:
+        room = session.room
+        if room is None:
+            return
+        room.members.pop(session.id, None)
+        session.room = None
+        room.broadcast({"type": "peer-left", "id": session.id, "reason": reason})
+        if not room.members:
+            self.rooms.pop(room.name, None)
+
+    def _media(self, session: Session, msg: Message) -> None:
+        if session.room is None:
+            raise ProtocolError("not-joined")
+        session.media = protocol.clean_media(msg.get("media"), session.media)
+        session.room.broadcast(
+            {"type": "peer-media", "id": session.id, "media": dict(session.media)}, exclude=session
+        )
+
+    def _signal(self, session: Session, msg: Message) -> None:
+        if session.room is None:
+            raise ProtocolError("not-joined")
+        target_id = msg.get("to")
+        if not isinstance(target_id, str):
+            raise ProtocolError("bad-message", "to must be a peer id")
+        target = session.room.members.get(target_id)
+        if target is None or target is session:
+            raise ProtocolError("unknown-peer", f"no peer {target_id!r} in your room")
+        payload = protocol.check_signal(msg)
+        target.send({"type": msg["type"], "from": session.id, "to": target_id, **payload})
