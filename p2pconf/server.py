@@ -184,9 +184,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 send(protocol.error_message(exc.code, exc.detail, ref=msg.get("type")))
             if stalled:
                 break
+    finally:
+        # A missed pong closes the transport; aiohttp may then cancel this handler.
         if isinstance(ws.exception(), asyncio.TimeoutError):
             reason = "timeout"
-    finally:
         hub.disconnect(session, reason)
         if not writer.done():
             close_after_flush(WSCloseCode.OK)

@@ -199,6 +199,7 @@ class Bot:
 
     async def _send_offer(self, link: PeerLink, restart: bool) -> None:
         self._new_pc(link)
+        link.pending = []  # candidates of an earlier session are void
         for source in self.sources.values():
             self._add_track(link, source)
         await link.pc.setLocalDescription(await link.pc.createOffer())
@@ -234,7 +235,7 @@ class Bot:
             self._retire(link)
         # Always pass the configured list: with none, aiortc would add a public STUN server.
         pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self._ice_servers)))
-        link.pc, link.pending = pc, []
+        link.pc = pc
 
         @pc.on("track")
         def on_track(track) -> None:

@@ -1,0 +1,86 @@
+"""Shared fixtures: a server with short timers, protocol sockets, bounded polls."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+import pytest
+from aiohttp import WSMsgType
+
+from p2pconf.config import Config
+from p2pconf.protocol import PROTOCOL_VERSION
+from p2pconf.server import create_app
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, step: float = 0.02) -> Any:
+    """Poll `predicate` until it is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    return Config(data_dir=tmp_path / "data", heartbeat_s=1.0, client_ping_s=0.5)
+
+
+@pytest.fixture
+async def client(aiohttp_client, config):
+    """An aiohttp test client for a fresh app built from `config`."""
+    return await aiohttp_client(create_app(config))
+
+
+class Peer:
+    """One protocol socket in a test, with helpers to send and to await a message type."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.id: str | None = None
+        self.welcome: dict[str, Any] = {}
+
+    async def send(self, **msg: Any) -> None:
+        await self.ws.send_json(msg)
+
+    async def recv(self, timeout: float = 3.0) -> dict[str, Any]:
+        frame = await self.ws.receive(timeout=timeout)
+        assert frame.type == WSMsgType.TEXT, f"expected a message, got {frame.type!r} {frame.data!r}"
+        return frame.json()
+
+    async def expect(self, kind: str, timeout: float = 3.0) -> dict[str, Any]:
+        msg = await self.recv(timeout)
+        assert msg["type"] == kind, msg
+        return msg
+
+    async def silent(self, seconds: float = 0.2) -> None:
+        """Assert that nothing arrives for `seconds`."""
+        try:
+            frame = await self.ws.receive(timeout=seconds)
+        except asyncio.TimeoutError:
+            return
+        raise AssertionError(f"unexpected message {frame.data!r}")
+
+    async def join(self, room: str, name: str, media: dict[str, Any] | None = None) -> dict[str, Any]:
+        await self.send(type="join", room=room, name=name, media=media or {})
+        return await self.expect("joined")
+
+
+@pytest.fixture
+def connect(client):
+    """connect(origin=None, hello=True) -> Peer, greeted unless hello=False."""
+
+    async def _connect(hello: bool = True, **kwargs: Any) -> Peer:
+        peer = Peer(await client.ws_connect("/ws", **kwargs))
+        if hello:
+            await peer.send(type="hello", version=PROTOCOL_VERSION)
+            peer.welcome = await peer.expect("welcome")
+            peer.id = peer.welcome["id"]
+        return peer
+
+    return _connect

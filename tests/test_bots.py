@@ -1,0 +1,150 @@
+"""Real aiortc peers through the real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from p2pconf.bots.bot import Bot, BotOptions, split_candidates
+from p2pconf.bots.netif import use_host_addresses
+from p2pconf.bots.runner import RunOptions, run_bots
+from p2pconf.bots.sources import VideoSpec
+from p2pconf.server import create_app
+
+from .conftest import wait_until
+
+
+@pytest.fixture
+async def server_url(aiohttp_server, config):
+    server = await aiohttp_server(create_app(config))
+    use_host_addresses(["127.0.0.1"])  # the mesh stays on loopback
+    yield str(server.make_url("/"))
+    use_host_addresses(None)
+
+
+@pytest.fixture
+async def bots():
+    started: list[Bot] = []
+    yield started
+    await asyncio.gather(*(b.close() for b in started))
+
+
+async def start(bots, bot: Bot) -> Bot:
+    bots.append(bot)
+    await bot.start()
+    return bot
+
+
+def link_of(bot: Bot, other: Bot):
+    return bot.links.get(other.client.id)
+
+
+def frames_from(bot: Bot, other: Bot, kind: str) -> int:
+    link = link_of(bot, other)
+    meter = link and link.meters.get(kind)
+    return meter.frames if meter else 0
+
+
+async def test_two_bots_connect_and_hear_each_others_tone(server_url, bots):
+    a = await start(bots, Bot(1, server_url, "pair"))
+    b = await start(bots, Bot(2, server_url, "pair"))
+    await wait_until(lambda: all(frames_from(x, y, k) > 20 for x, y in [(a, b), (b, a)] for k in ("audio", "video")),
+                     timeout=15)
+    assert link_of(b, a).offerer and not link_of(a, b).offerer  # the newcomer offered
+    assert link_of(a, b).states[:2] == ["connecting", "connected"]
+    assert link_of(b, a).states[:2] == ["connecting", "connected"]
+    assert abs(link_of(a, b).meters["audio"].tone_hz() - b.tone_hz) < 3
+    assert abs(link_of(b, a).meters["audio"].tone_hz() - a.tone_hz) < 3
+    assert link_of(a, b).meters["video"].stamp_senders == {2}
+    assert link_of(b, a).meters["video"].stamp_senders == {1}
+
+
+async def test_trickled_candidates_work_even_before_the_offer(server_url, bots):
+    """A browser-style peer: offer without candidates, candidates as separate messages."""
+    a = await start(bots, Bot(1, server_url, "trickle"))
+    held: list[dict] = []
+    original = a._on_message
+
+    async def reorder(msg):  # deliver the candidates first, the offer after them
+        if msg["type"] == "offer":
+            held.append(msg)
+        elif msg["type"] == "candidate" and msg["candidate"] is None:
+            await original(msg)
+            await original(held.pop())
+        else:
+            await original(msg)
+
+    a.client.on_message = reorder
+    b = Bot(2, server_url, "trickle", BotOptions(trickle=True))
+    sent: list[dict] = []
+    send = b.client.send
+
+    async def spy(msg):
+        sent.append(msg)
+        await send(msg)
+
+    b.client.send = spy
+    await start(bots, b)
+    await wait_until(lambda: frames_from(a, b, "video") > 10 and frames_from(b, a, "video") > 10, timeout=15)
+    offer = next(m for m in sent if m["type"] == "offer")
+    assert "a=candidate" not in offer["sdp"]
+    candidates = [m["candidate"] for m in sent if m["type"] == "candidate"]
+    assert candidates[-1] is None and all("127.0.0.1" in c["candidate"] for c in candidates[:-1])
+
+
+def test_split_candidates_keeps_mid_and_index():
+    sdp = "v=0\r\nm=audio 9 UDP 0\r\na=mid:0\r\na=candidate:1 1 udp 5 127.0.0.1 4000 typ host\r\na=end-of-candidates\r\nm=video 9 UDP 0\r\na=mid:1\r\n"
+    stripped, cands = split_candidates(sdp)
+    assert "candidate" not in stripped and "a=mid:1" in stripped
+    assert cands == [{"candidate": "candidate:1 1 udp 5 127.0.0.1 4000 typ host", "sdpMid": "0", "sdpMLineIndex": 0}]
+
+
+async def test_failed_link_is_restarted_by_its_offerer(server_url, bots):
+    a = await start(bots, Bot(1, server_url, "restart"))
+    b = await start(bots, Bot(2, server_url, "restart"))
+    await wait_until(lambda: frames_from(a, b, "video") > 5, timeout=15)
+    old_pc = link_of(a, b).pc
+    link_of(a, b).inbox.put_nowait({"type": "_failed"})  # a is the answerer: asks b to restart
+    await wait_until(lambda: link_of(a, b).pc is not old_pc, timeout=10)
+    await wait_until(lambda: frames_from(a, b, "video") > 5 and frames_from(b, a, "video") > 5, timeout=15)
+    assert link_of(a, b).pc.connectionState == "connected"
+    assert old_pc.connectionState == "closed"
+
+
+async def test_audio_only_call_has_no_video_at_all(server_url, bots):
+    a = await start(bots, Bot(1, server_url, "audio", BotOptions(video=None)))
+    b = await start(bots, Bot(2, server_url, "audio", BotOptions(video=None)))
+    await wait_until(lambda: frames_from(a, b, "audio") > 10 and frames_from(b, a, "audio") > 10, timeout=15)
+    for x, y in [(a, b), (b, a)]:
+        pc = link_of(x, y).pc
+        assert [t.kind for t in pc.getTransceivers()] == ["audio"]
+        assert "m=video" not in pc.localDescription.sdp and "m=video" not in pc.remoteDescription.sdp
+        assert "video" not in link_of(x, y).meters
+    assert link_of(a, b).media == {"mode": "audio-only", "mic": True, "cam": False}
+
+
+async def test_media_state_changes_reach_other_bots(server_url, bots):
+    a = await start(bots, Bot(1, server_url, "mute"))
+    b = await start(bots, Bot(2, server_url, "mute"))
+    await b.set_media(mic=False)
+    await wait_until(lambda: link_of(a, b) and link_of(a, b).media.get("mic") is False, timeout=5)
+    assert link_of(a, b).media == {"mode": "audio+video", "mic": False, "cam": True}
+
+
+async def test_six_bot_mesh_all_sixty_tracks_flow(server_url):
+    report = await run_bots(RunOptions(server=server_url, room="mesh", count=6, duration_s=6,
+                                       video=VideoSpec(320, 240, 15), processes=1))
+    assert report["participants"] == 6
+    assert report["tracks_expected"] == 60
+    assert report["tracks_flowing"] == 60, report["missing"]
+    assert report["mesh_formed"] and report["join_to_mesh_s"] > 0
+    audio = [l for l in report["links"] if l["kind"] == "audio"]
+    video = [l for l in report["links"] if l["kind"] == "video"]
+    assert len(audio) == 30 and len(video) == 30
+    for link in audio:
+        assert abs(link["tone_hz"] - link["expected_tone_hz"]) < 3, link
+        assert link["packets"] > 100 and link["kbps"] > 10
+    for link in video:
+        assert link["frames"] > 30 and link["latency_ms"] is not None and link["kbps"] > 50
+    assert report["video_frames_delivered_ratio"] >= 0.98
