@@ -41,10 +41,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _bots(args: argparse.Namespace) -> int:
     from .bots.report import format_table
-    from .bots.runner import ProgressPrinter, RunOptions, run_bots
+    from .bots.runner import ProgressPrinter, RunOptions, describe_failure, run_bots
     from .bots.sources import VideoSpec
-    from .bots.client import ServerError
-    import aiohttp
 
     try:
         video = None if args.audio_only else VideoSpec.parse(args.video)
@@ -63,13 +61,10 @@ def _bots(args: argparse.Namespace) -> int:
     printer = ProgressPrinter()
     try:
         report = asyncio.run(run_bots(opts, progress=printer))
-    except ServerError as exc:
+    except Exception as exc:  # one line, not a traceback: QA reads this in CI logs
         printer.done()
-        print(f"p2pconf bots: the server refused: {exc}", file=sys.stderr)
-        return 1
-    except (aiohttp.ClientError, OSError, RuntimeError) as exc:
-        printer.done()
-        print(f"p2pconf bots: {type(exc).__name__}: {exc}", file=sys.stderr)
+        reason = str(exc) if isinstance(exc, RuntimeError) else describe_failure(exc)
+        print(f"p2pconf bots: {reason}", file=sys.stderr)
         return 1
     printer.done()
     print(format_table(report))

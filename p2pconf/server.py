@@ -161,6 +161,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     reason = "left"
     try:
         async for frame in ws:
+            if frame.type == WSMsgType.ERROR:  # e.g. over max_msg_size: aiohttp closes with 1009
+                reason = "closed"
+                break
             if frame.type != WSMsgType.TEXT:
                 send(protocol.error_message("bad-json", "only text frames are accepted"))
                 continue

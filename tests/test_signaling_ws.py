@@ -126,7 +126,7 @@ async def test_oversized_message_closes_with_1009_and_room_is_unaffected(connect
     assert frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
     assert b.ws.close_code == protocol.CLOSE_TOO_LARGE
     left = await a.expect("peer-left")
-    assert left["id"] == b.id
+    assert left == {"type": "peer-left", "id": b.id, "reason": "closed"}
     assert list(client.server.app[HUB].rooms["r"].members) == [a.id]
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .bot import Bot, BotOptions
+from .client import ServerError
 from .netif import is_loopback_url, use_host_addresses
 from .report import build_report
 from .sources import VideoSpec
@@ -40,28 +41,35 @@ class RunOptions:
         return BotOptions(video=self.video, trickle=self.trickle)
 
 
+@dataclass
+class GroupResult:
+    """What one process of bots hands back."""
+
+    results: list[dict[str, Any]]
+    stopped_at: float
+    cpu_s_per_s: float  # this process, while media flowed (joined until sending stopped)
+
+
 def _cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime
 
 
 async def run_bots(opts: RunOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Run the bots of `opts` for its duration and return the report."""
-    cpu0, wall0 = _cpu_seconds(), time.time()
     if opts.processes <= 1:
-        results, stopped_at = await _run_group(opts, list(range(opts.count)), progress, stop_at=None)
+        groups = [await _run_group(opts, list(range(opts.count)), progress, stop_at=None)]
     else:
-        results, stopped_at = await asyncio.to_thread(_run_processes, opts, progress)
-    cpu = _cpu_seconds() - cpu0
+        groups = await asyncio.to_thread(_run_processes, opts, progress)
     extra = {
         "server": opts.server,
         "room": opts.room,
         "video": str(opts.video) if opts.video else None,
-        "processes": max(1, opts.processes),
-        "cpu_s_per_s": round(cpu / max(1e-6, time.time() - wall0), 3),
+        "processes": len(groups),
+        "cpu_s_per_s": round(sum(g.cpu_s_per_s for g in groups), 3),
     }
-    return build_report(results, stopped_at=stopped_at, extra=extra)
+    results = [r for g in groups for r in g.results]
+    return build_report(results, stopped_at=max(g.stopped_at for g in groups), extra=extra)
 
 
 async def _run_group(
@@ -69,8 +77,8 @@ async def _run_group(
     slots: list[int],
     progress: Progress | None,
     stop_at: float | None,
-    collected: Callable[[list[dict[str, Any]], float], Any] | None = None,
-) -> tuple[list[dict[str, Any]], float]:
+    collected: Callable[[GroupResult], Any] | None = None,
+) -> GroupResult:
     """Run the bots numbered by `slots` in this process; returns their results."""
     use_host_addresses(["127.0.0.1"] if is_loopback_url(opts.server) else None)
     bots = [Bot(opts.first_index + i, opts.server, opts.room, opts.bot_options()) for i in slots]
@@ -79,6 +87,7 @@ async def _run_group(
             await bot.start()
         expected = len(bots) * (opts.count - 1) * (2 if opts.video else 1)
         stop_at = stop_at or time.time() + opts.duration_s
+        cpu0, wall0 = _cpu_seconds(), time.time()
         while (now := time.time()) < stop_at:
             if progress:
                 progress({"joined": len(bots), "flowing": sum(b.flowing() for b in bots), "expected": expected,
@@ -87,11 +96,12 @@ async def _run_group(
         for bot in bots:
             await bot.stop_sending()
         stopped_at = time.time()
+        cpu = (_cpu_seconds() - cpu0) / max(1e-6, stopped_at - wall0)
         await _drain(bots)
-        results = [await bot.results() for bot in bots]
+        group = GroupResult([await bot.results() for bot in bots], stopped_at, cpu)
         if collected:  # other processes may still be measuring: stay until released
-            await asyncio.to_thread(collected, results, stopped_at)
-        return results, stopped_at
+            await asyncio.to_thread(collected, group)
+        return group
     finally:
         await asyncio.gather(*(bot.close() for bot in bots), return_exceptions=True)
 
@@ -111,6 +121,13 @@ async def _drain(bots: list[Bot]) -> None:
         await asyncio.sleep(0.1)
 
 
+def describe_failure(exc: BaseException) -> str:
+    """One line for a run that could not start or finish."""
+    if isinstance(exc, ServerError):
+        return f"the server refused: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 # -- several processes ---------------------------------------------------------------------
 
 
@@ -118,17 +135,17 @@ def _child(opts: RunOptions, slots: list[int], stop_at: float, out: multiprocess
     def report_progress(p: dict[str, Any]) -> None:
         out.put(("progress", slots[0], p))
 
-    def collected(results: list[dict[str, Any]], stopped_at: float) -> None:
-        out.put(("done", slots[0], (results, stopped_at)))
+    def collected(group: GroupResult) -> None:
+        out.put(("done", slots[0], group))
         release.wait(timeout=60)  # leaving earlier would cut the others' links short
 
     try:
         asyncio.run(_run_group(opts, slots, report_progress, stop_at, collected))
     except BaseException as exc:  # the parent reports it; never hang it
-        out.put(("failed", slots[0], f"{type(exc).__name__}: {exc}"))
+        out.put(("failed", slots[0], describe_failure(exc)))
 
 
-def _run_processes(opts: RunOptions, progress: Progress | None) -> tuple[list[dict[str, Any]], float]:
+def _run_processes(opts: RunOptions, progress: Progress | None) -> list[GroupResult]:
     groups = [list(range(opts.count))[g :: opts.processes] for g in range(opts.processes)]
     groups = [g for g in groups if g]
     ctx = multiprocessing.get_context("spawn")
@@ -140,7 +157,7 @@ def _run_processes(opts: RunOptions, progress: Progress | None) -> tuple[list[di
     for p in procs:
         p.start()
     latest: dict[int, dict[str, Any]] = {}
-    done: dict[int, tuple] = {}
+    done: dict[int, GroupResult] = {}
     failures: list[str] = []
     deadline = stop_at + DRAIN_S + 60
     try:
@@ -170,8 +187,7 @@ def _run_processes(opts: RunOptions, progress: Progress | None) -> tuple[list[di
                 p.kill()
     if failures or len(done) < len(procs):
         raise RuntimeError(failures[0] if failures else "a bot process did not finish in time")
-    results = [r for rs, _ in done.values() for r in rs]
-    return results, max(stopped for _, stopped in done.values())
+    return list(done.values())
 
 
 class ProgressPrinter:

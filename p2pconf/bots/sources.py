@@ -90,15 +90,17 @@ class SyntheticCamera:
 
 
 class ToneMicrophone:
-    """A continuous sine tone at `hz`, in 20 ms mono frames."""
+    """A continuous sine tone at `hz` (whole Hz), in 20 ms mono frames."""
 
     def __init__(self, hz: float, level: float = 0.3):
-        self.hz, self.level = hz, level
-        self._t = np.arange(AUDIO_FRAME_SAMPLES) / AUDIO_RATE
+        self.hz = hz
+        # One second holds a whole number of periods, so frames are slices of it.
+        t = np.arange(AUDIO_RATE) / AUDIO_RATE
+        self._second = (np.sin(2 * np.pi * round(hz) * t) * level * 32767).astype(np.int16)
 
     def frame(self, number: int) -> av.AudioFrame:
-        start = number * AUDIO_FRAME_SAMPLES / AUDIO_RATE
-        samples = (np.sin(2 * np.pi * self.hz * (self._t + start)) * self.level * 32767).astype(np.int16)
+        start = (number * AUDIO_FRAME_SAMPLES) % AUDIO_RATE
+        samples = self._second[start : start + AUDIO_FRAME_SAMPLES]
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = AUDIO_RATE
         frame.pts = number * AUDIO_FRAME_SAMPLES
@@ -224,7 +226,10 @@ class Broadcaster:
                 await asyncio.sleep(delay)
             elif delay < -1.0:  # starved for a second: skip ahead rather than burst
                 start = loop.time() - number / self.rate
-            encoded = self._encode(number)
+            if self.kind == "video":  # PyAV releases the GIL while encoding: keep the loop free for RTP
+                encoded = await loop.run_in_executor(None, self._encode, number)
+            else:  # 50 short Opus frames a second: a thread hop would cost more than it saves
+                encoded = self._encode(number)
             number += 1
             self.frames_sent += 1
             for item in encoded:
