@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ def _bots(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         video=video,
         trickle=args.trickle,
+        audio_ms=args.audio_ms,
         processes=args.processes,
     )
     printer = ProgressPrinter()
@@ -109,8 +111,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--duration", type=float, default=20.0, help="seconds of media (default 20)")
     b.add_argument("--video", default="320x240@15", metavar="WxH@FPS")
     b.add_argument("--audio-only", action="store_true", help="send no video at all")
+    b.add_argument("--audio-ms", type=int, choices=(20, 40, 60), default=20,
+                   help="Opus frame length in ms (browsers: 20; 60 sends a third of the packets)")
     b.add_argument("--trickle", action="store_true", help="send ICE candidates separately, as browsers do")
-    b.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1),
+    b.add_argument("--processes", type=int, default=1,
                    help="spread the bots over this many processes")
     b.add_argument("--json", metavar="FILE", help="write the report (docs/report.md) to FILE")
     b.set_defaults(func=_bots)
@@ -118,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    faulthandler.enable()
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -55,13 +55,14 @@ def bots(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 def test_bots_report_a_full_mesh_and_write_json(served, tmp_path):
     url = served()
     out = tmp_path / "report.json"
-    run = bots("--server", url, "--room", "cli", "--count", "3", "--duration", "3", "--json", str(out))
+    run = bots("--server", url, "--room", "cli", "--count", "3", "--duration", "3", "--processes", "2",
+               "--json", str(out))
     assert run.returncode == 0, run.stderr
     assert "3 participants, 12/12 tracks flowing" in run.stdout
     assert "tracks" in run.stderr  # progress was shown
     report = json.loads(out.read_text())
     assert report["tracks_expected"] == report["tracks_flowing"] == 12
-    assert report["processes"] == 2  # spread over processes by default
+    assert report["processes"] == 2  # bots from two processes merged into one report
     assert {(l["from"], l["to"]) for l in report["links"]} == {
         (f"bot-{i}", f"bot-{j}") for i in (1, 2, 3) for j in (1, 2, 3) if i != j}
 

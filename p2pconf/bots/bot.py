@@ -31,6 +31,7 @@ class BotOptions:
     video: VideoSpec | None = field(default_factory=VideoSpec)  # None: audio-only call
     # Send ICE candidates as separate messages, as browsers do, instead of inside the SDP.
     trickle: bool = False
+    audio_ms: int = 20  # Opus frame length; longer frames mean fewer packets and less CPU
 
 
 @dataclass(eq=False)
@@ -85,7 +86,7 @@ class Bot:
             "cam": self.options.video is not None,
         }
         self.sources: dict[str, Broadcaster] = {
-            "audio": Broadcaster("audio", microphone=ToneMicrophone(self.tone_hz))
+            "audio": Broadcaster("audio", microphone=ToneMicrophone(self.tone_hz, frame_ms=self.options.audio_ms))
         }
         if self.options.video:
             self.sources["video"] = Broadcaster("video", camera=SyntheticCamera(self.options.video, index))

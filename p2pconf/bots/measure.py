@@ -18,7 +18,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from . import stamp as stamps
 from .sources import AUDIO_RATE
 
-TONE_WINDOW_FRAMES = 50  # 1 s of 20 ms audio frames kept for the FFT
+TONE_WINDOW_FRAMES = 50  # the last 50 audio frames (1 s at 20 ms) are kept for the FFT
 
 
 def dominant_hz(samples: np.ndarray, rate: int) -> float:
@@ -49,7 +49,7 @@ class TrackMeter:
         self.stamp_senders: set[int] = set()
         self.latencies_ms: list[int] = []
         self.bad_stamps = 0
-        self._audio: deque[np.ndarray] = deque(maxlen=TONE_WINDOW_FRAMES)
+        self._audio: deque = deque(maxlen=TONE_WINDOW_FRAMES)  # decoded av.AudioFrames
         self._count_bytes(receiver)
         self._task = asyncio.create_task(self._consume())
 
@@ -75,9 +75,7 @@ class TrackMeter:
                 if self.kind == "video":
                     self._read_stamp(frame, now)
                 else:
-                    pcm = frame.to_ndarray()
-                    channels = len(frame.layout.channels)
-                    self._audio.append(pcm.reshape(-1)[::channels].astype(np.float32))
+                    self._audio.append(frame)  # converted only when the tone is asked for
         except MediaStreamError:
             pass
 
@@ -96,7 +94,9 @@ class TrackMeter:
     def tone_hz(self) -> float:
         if not self._audio:
             return 0.0
-        return dominant_hz(np.concatenate(list(self._audio)), AUDIO_RATE)
+        channels = len(self._audio[0].layout.channels)
+        pcm = np.concatenate([f.to_ndarray().reshape(-1)[::channels] for f in self._audio])
+        return dominant_hz(pcm.astype(np.float32), AUDIO_RATE)
 
     async def stop(self) -> None:
         self._task.cancel()

@@ -8,6 +8,7 @@ processes stop sending at the same wall-clock moment.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import multiprocessing
 import queue
 import resource
@@ -34,11 +35,12 @@ class RunOptions:
     duration_s: float = 20.0
     video: VideoSpec | None = field(default_factory=VideoSpec)
     trickle: bool = False
+    audio_ms: int = 20
     processes: int = 1
     first_index: int = 1
 
     def bot_options(self) -> BotOptions:
-        return BotOptions(video=self.video, trickle=self.trickle)
+        return BotOptions(video=self.video, trickle=self.trickle, audio_ms=self.audio_ms)
 
 
 @dataclass
@@ -65,6 +67,7 @@ async def run_bots(opts: RunOptions, progress: Progress | None = None) -> dict[s
         "server": opts.server,
         "room": opts.room,
         "video": str(opts.video) if opts.video else None,
+        "audio_ms": opts.audio_ms,
         "processes": len(groups),
         "cpu_s_per_s": round(sum(g.cpu_s_per_s for g in groups), 3),
     }
@@ -139,6 +142,7 @@ def _child(opts: RunOptions, slots: list[int], stop_at: float, out: multiprocess
         out.put(("done", slots[0], group))
         release.wait(timeout=60)  # leaving earlier would cut the others' links short
 
+    faulthandler.enable()  # a crash in a codec prints where it happened
     try:
         asyncio.run(_run_group(opts, slots, report_progress, stop_at, collected))
     except BaseException as exc:  # the parent reports it; never hang it
@@ -165,6 +169,10 @@ def _run_processes(opts: RunOptions, progress: Progress | None) -> list[GroupRes
             try:
                 what, key, payload = out.get(timeout=0.5)
             except queue.Empty:
+                dead = [p for p, g in zip(procs, groups) if p.exitcode is not None and g[0] not in done]
+                if dead:  # crashed without a word: say so now instead of waiting for the deadline
+                    failures.append(f"a bot process exited with code {dead[0].exitcode}")
+                    break
                 continue
             if what == "progress":
                 latest[key] = payload

@@ -23,7 +23,7 @@ from . import stamp as stamps
 
 VIDEO_CLOCK = 90_000
 AUDIO_RATE = 48_000
-AUDIO_FRAME_SAMPLES = 960  # 20 ms
+AUDIO_FRAME_MS = (20, 40, 60)  # Opus frame lengths a bot can send; browsers send 20 ms
 KEYFRAME_INTERVAL_S = 2.0
 
 
@@ -90,20 +90,23 @@ class SyntheticCamera:
 
 
 class ToneMicrophone:
-    """A continuous sine tone at `hz` (whole Hz), in 20 ms mono frames."""
+    """A continuous sine tone at `hz` (whole Hz), in mono frames of `frame_ms`."""
 
-    def __init__(self, hz: float, level: float = 0.3):
-        self.hz = hz
+    def __init__(self, hz: float, level: float = 0.3, frame_ms: int = 20):
+        if frame_ms not in AUDIO_FRAME_MS:
+            raise ValueError(f"audio frames must be one of {AUDIO_FRAME_MS} ms")
+        self.hz, self.frame_ms = hz, frame_ms
+        self.samples = AUDIO_RATE * frame_ms // 1000
         # One second holds a whole number of periods, so frames are slices of it.
         t = np.arange(AUDIO_RATE) / AUDIO_RATE
         self._second = (np.sin(2 * np.pi * round(hz) * t) * level * 32767).astype(np.int16)
 
     def frame(self, number: int) -> av.AudioFrame:
-        start = (number * AUDIO_FRAME_SAMPLES) % AUDIO_RATE
-        samples = self._second[start : start + AUDIO_FRAME_SAMPLES]
+        start = (number * self.samples) % AUDIO_RATE
+        samples = self._second[start : start + self.samples]
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = AUDIO_RATE
-        frame.pts = number * AUDIO_FRAME_SAMPLES
+        frame.pts = number * self.samples
         frame.time_base = fractions.Fraction(1, AUDIO_RATE)
         return frame
 
@@ -132,14 +135,14 @@ def _video_encoder(spec: VideoSpec) -> av.VideoCodecContext:
     return codec
 
 
-def _audio_encoder() -> av.AudioCodecContext:
+def _audio_encoder(frame_ms: int) -> av.AudioCodecContext:
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate = AUDIO_RATE
     codec.format = "s16"
     codec.layout = "mono"
     codec.bit_rate = 32_000
     codec.time_base = fractions.Fraction(1, AUDIO_RATE)
-    codec.options = {"application": "voip"}
+    codec.options = {"application": "voip", "frame_duration": str(frame_ms)}
     return codec
 
 
@@ -164,8 +167,8 @@ class Broadcaster:
             self._codec = _video_encoder(camera.spec)
         else:
             assert microphone is not None
-            self.rate = AUDIO_RATE / AUDIO_FRAME_SAMPLES
-            self._codec = _audio_encoder()
+            self.rate = 1000 / microphone.frame_ms
+            self._codec = _audio_encoder(microphone.frame_ms)
         self.tracks: set[PacketTrack] = set()
         self.frames_sent = 0
         self._keyframe_wanted = False
