@@ -15,6 +15,7 @@ from .config import Config
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .admin import parse_duration
     from .server import serve
 
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -32,11 +33,48 @@ def _serve(args: argparse.Namespace) -> int:
         stun_urls=args.stun,
         turn_urls=args.turn,
         turn_secret=os.environ.get("P2PCONF_TURN_SECRET") or None,
+        sso_secret=os.environ.get("P2PCONF_SSO_SECRET") or None,
+        invite_ttl_s=parse_duration(args.invite_ttl),
+        ring_timeout_s=args.ring_timeout,
+        open_rooms=args.open_rooms,
     )
     if config.turn_urls and not config.turn_secret:
         print("p2pconf serve: --turn needs the shared secret in P2PCONF_TURN_SECRET", file=sys.stderr)
         return 2
     serve(config)
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from . import admin
+
+    data = Path(args.data)
+    try:
+        if args.command == "users":
+            if args.action == "add":
+                password = admin.read_password_stdin() if args.password_stdin else None
+                out = asyncio.run(admin.run(data, admin.users_add, args.login, args.name, args.email, password))
+            elif args.action == "list":
+                out = asyncio.run(admin.run(data, admin.users_list))
+            elif args.action == "disable":
+                out = asyncio.run(admin.run(data, admin.users_disable, args.login))
+            else:
+                try:
+                    with open(args.file, newline="", encoding="utf-8") as f:
+                        out = asyncio.run(admin.run(data, admin.users_import, f))
+                except OSError as exc:
+                    raise admin.AdminError(f"cannot read {args.file}: {exc.strerror}") from None
+        elif args.action == "invite":
+            out = asyncio.run(admin.run(data, admin.rooms_invite, args.name, args.expires, args.by, args.public_url,
+                                        Config().invite_ttl_s))
+        elif args.action == "revoke":
+            out = asyncio.run(admin.run(data, admin.rooms_revoke, args.token))
+        else:
+            out = asyncio.run(admin.run(data, admin.rooms_list))
+    except admin.AdminError as exc:
+        print(f"p2pconf {args.command} {args.action}: {exc}", file=sys.stderr)
+        return 1
+    print(out)
     return 0
 
 
@@ -102,7 +140,41 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--stun", action="append", default=[], metavar="URL", help="STUN URL for clients")
     s.add_argument("--turn", action="append", default=[], metavar="URL",
                    help="TURN URL; the secret comes from P2PCONF_TURN_SECRET")
+    s.add_argument("--invite-ttl", default="7d", metavar="DURATION", help="guest links live this long (7d)")
+    s.add_argument("--ring-timeout", type=float, default=30.0, metavar="S", help="an unanswered ring is missed after S s")
+    s.add_argument("--open-rooms", action="store_true",
+                   help="let anyone join any room by name (load tests, labs); off: sign-in or guest link needed")
     s.set_defaults(func=_serve)
+
+    u = sub.add_parser("users", help="manage the organisation's users")
+    usub = u.add_subparsers(dest="action", required=True)
+    ua = usub.add_parser("add", help="add a user")
+    ua.add_argument("login")
+    ua.add_argument("--name", required=True)
+    ua.add_argument("--email")
+    ua.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    usub.add_parser("list", help="list users")
+    ud = usub.add_parser("disable", help="disable a user and end their sessions")
+    ud.add_argument("login")
+    ui = usub.add_parser("import", help="import users from a CSV file (login,name,email,password)")
+    ui.add_argument("file")
+    for sp in usub.choices.values():
+        sp.add_argument("--data", default="data", help="data directory (default ./data)")
+    u.set_defaults(func=_admin)
+
+    r = sub.add_parser("rooms", help="guest rooms and their links")
+    rsub = r.add_subparsers(dest="action", required=True)
+    ri = rsub.add_parser("invite", help="create a guest room and print its link")
+    ri.add_argument("name")
+    ri.add_argument("--expires", metavar="DURATION", help="e.g. 2h or 7d (default 7d)")
+    ri.add_argument("--by", metavar="LOGIN", help="the user the link is created for")
+    ri.add_argument("--public-url", help="origin for the link (default: what the server was started with)")
+    rr = rsub.add_parser("revoke", help="revoke a guest link")
+    rr.add_argument("token", metavar="TOKEN_OR_LINK")
+    rsub.add_parser("list", help="list guest links")
+    for sp in rsub.choices.values():
+        sp.add_argument("--data", default="data", help="data directory (default ./data)")
+    r.set_defaults(func=_admin)
 
     b = sub.add_parser("bots", help="run synthetic participants in a room and report every link")
     b.add_argument("--server", default="http://127.0.0.1:8080")

@@ -39,5 +39,15 @@ class Config:
     rate_per_s: float = 50.0
     rate_burst: int = 300
 
+    # Organisation side.
+    sso_secret: str | None = None  # HS256 key shared with the host platform; None: /sso is off
+    invite_ttl_s: float = 7 * 24 * 3600
+    ring_timeout_s: float = 30.0
+    session_ttl_s: float = 12 * 3600
+    login_limit: int = 5  # failed sign-ins per login and per address ...
+    login_window_s: float = 900.0  # ... within this many seconds, then refused until the window passes
+    # Let anyone who can reach /ws join any room by name (a lab or load-test server).
+    open_rooms: bool = False
+
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies]

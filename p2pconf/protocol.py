@@ -32,6 +32,7 @@ ERRORS = {
     "not-joined": "Join a room first.",
     "already-joined": "This connection has already joined a room.",
     "room-full": "The room is full.",
+    "forbidden": "You may not enter this room.",
     "unknown-peer": "No such peer in your room.",
     "forged-sender": "The sender field does not match this connection.",
     "rate-limited": "Too many messages.",

@@ -6,7 +6,6 @@ Media never passes through here; the server only introduces peers (docs/protocol
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import ssl
@@ -17,28 +16,36 @@ from typing import Any
 import aiohttp_jinja2
 import jinja2
 from aiohttp import WSCloseCode, WSMsgType, web
-from yarl import URL
 
-from . import __version__, protocol
+from . import __version__, api, pages, protocol
+from .appkeys import CALLS, CONFIG, HUB, IDENTITY, SOCKETS, STORE, THROTTLE
+from .auth import Identity, LoginThrottle
+from .calls import Calls
 from .config import Config
 from .ice import ice_servers_for
+from .middleware import (
+    csrf_cookie_middleware,
+    csrf_middleware,
+    forwarded_middleware,
+    identity_middleware,
+    origin_allowed,
+)
 from .ratelimit import TokenBucket
 from .signaling import HandshakeError, Hub, ProtocolError
+from .store import Store
 
 log = logging.getLogger("p2pconf.server")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 OUTBOX_LIMIT = 512  # queued messages per client before it counts as stalled
 
-CONFIG = web.AppKey("config", Config)
-HUB = web.AppKey("hub", Hub)
-SOCKETS = web.AppKey("sockets", weakref.WeakSet)
-
-
 def create_app(config: Config | None = None) -> web.Application:
     """Build the application for `config` (defaults: Config())."""
     config = config or Config()
-    app = web.Application(middlewares=[forwarded_middleware])
+    app = web.Application(
+        middlewares=[forwarded_middleware, identity_middleware, csrf_middleware, csrf_cookie_middleware],
+        client_max_size=64 * 1024,
+    )
     app[CONFIG] = config
     app[HUB] = Hub(
         max_room_size=config.max_room_size,
@@ -53,9 +60,13 @@ def create_app(config: Config | None = None) -> web.Application:
             "heartbeat": {"serverPingS": config.heartbeat_s, "clientPingS": config.client_ping_s}
         },
     )
+    app[CALLS] = Calls(app[HUB], config.ring_timeout_s)
+    app[THROTTLE] = LoginThrottle(config.login_limit, config.login_window_s)
     app[SOCKETS] = weakref.WeakSet()
+    app.cleanup_ctx.append(open_store)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True)
-    app.router.add_get("/", index)
+    pages.routes(app)
+    api.routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/ws", websocket)
     app.router.add_static("/static", WEB_DIR / "static")
@@ -63,57 +74,14 @@ def create_app(config: Config | None = None) -> web.Application:
     return app
 
 
-# -- reverse proxies and origins ------------------------------------------------
-
-
-@web.middleware
-async def forwarded_middleware(request: web.Request, handler):
-    """Believe X-Forwarded-For/-Proto/-Host only from configured trusted proxies."""
-    networks = request.app[CONFIG].trusted_networks()
-    if networks and request.remote and _in_networks(request.remote, networks):
-        changes: dict[str, Any] = {}
-        if proto := request.headers.get("X-Forwarded-Proto"):
-            changes["scheme"] = proto.split(",")[0].strip()
-        if host := request.headers.get("X-Forwarded-Host"):
-            changes["host"] = host.split(",")[0].strip()
-        if fwd_for := request.headers.get("X-Forwarded-For"):
-            changes["remote"] = fwd_for.split(",")[0].strip()
-        if changes:
-            request = request.clone(**changes)
-    return await handler(request)
-
-
-def _in_networks(address: str, networks) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
-
-
-def site_origin(request: web.Request) -> str:
-    """The origin users see: --public-url, else scheme://host of this request."""
-    public = request.app[CONFIG].public_url
-    url = URL(public) if public else URL.build(scheme=request.scheme, authority=request.host)
-    return str(url.origin())
-
-
-def origin_allowed(request: web.Request) -> bool:
-    """A browser's WebSocket must come from our own origin.
-
-    Clients that send no Origin (bots, command-line tools) are not browsers and
-    cannot be used for cross-site requests, so they are let through.
-    """
-    origin = request.headers.get("Origin")
-    return origin is None or origin.rstrip("/") == site_origin(request)
-
-
-# -- pages ----------------------------------------------------------------------
-
-
-@aiohttp_jinja2.template("index.html")
-async def index(request: web.Request) -> dict[str, Any]:
-    return {"version": __version__, "origin": site_origin(request)}
+async def open_store(app: web.Application):
+    """Open the data directory's store for the app's lifetime."""
+    app[STORE] = await Store.open(app[CONFIG].data_dir)
+    if app[CONFIG].public_url:  # lets `p2pconf rooms invite` print links with the right origin
+        await app[STORE].set_setting("public_url", app[CONFIG].public_url)
+    yield
+    app[CALLS].close()
+    await app[STORE].close()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -121,6 +89,34 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(
         {"ok": True, "version": __version__, "rooms": len(hub.rooms), "clients": len(hub.sessions)}
     )
+
+
+async def authorize_join(request: web.Request, msg: dict[str, Any]) -> dict[str, Any]:
+    """Resolve a `join` for this connection's identity: which room, under which name and mode.
+
+    Users enter the call rooms they belong to and guests their one room, under the
+    name the server knows; with `open_rooms`, anyone may enter any room by name.
+    """
+    identity: Identity = request[IDENTITY]
+    store = request.app[STORE]
+    room_id = msg.get("room")
+    if identity.is_guest:
+        if room_id != identity.guest_room.id:
+            raise ProtocolError("forbidden", "a guest link opens one room only")
+        room, name = identity.guest_room, identity.guest_name
+    elif identity.is_user:
+        room = await store.room(room_id) if isinstance(room_id, str) else None
+        if room is None or not await store.is_member(room.id, identity.user.id):
+            raise ProtocolError("forbidden", "this room is not yours")
+        name = identity.user.name
+    elif request.app[CONFIG].open_rooms:
+        return msg
+    else:
+        raise ProtocolError("forbidden", "sign in or use an invitation link first")
+    media = protocol.clean_media(msg.get("media"))
+    if room.mode == "audio-only":
+        media = protocol.clean_media({"mode": "audio-only"}, media)
+    return {**msg, "room": room.id, "name": name, "title": room.name, "media": media}
 
 
 # -- the signaling WebSocket ------------------------------------------------------
@@ -155,7 +151,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         outbox.put_nowait(code)
 
     hub = request.app[HUB]
-    session = hub.connect(send)
+    identity: Identity = request[IDENTITY]
+    session = hub.connect(send, login=identity.user.login if identity.is_user else None)
     writer = asyncio.create_task(_write(ws, outbox))
     bucket = TokenBucket(config.rate_per_s, config.rate_burst)
     reason = "left"
@@ -177,7 +174,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 send(protocol.error_message(msg))
                 continue
             try:
+                if msg.get("type") == "join" and session.greeted and session.room is None:
+                    msg = await authorize_join(request, msg)
                 hub.handle(session, msg)
+                if msg.get("type") == "hello" and session.login:
+                    for ring in request.app[CALLS].pending_rings(session.login):
+                        send(ring)
             except HandshakeError as exc:
                 send(protocol.error_message(exc.code, str(exc), ref=msg.get("type")))
                 close_after_flush(protocol.CLOSE_PROTOCOL)
@@ -244,9 +246,19 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
     return ctx
 
 
+async def _count_users(config: Config) -> int:
+    store = await Store.open(config.data_dir)
+    try:
+        return await store.count_users()
+    finally:
+        await store.close()
+
+
 def serve(config: Config) -> None:
     """Run the server until interrupted."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if asyncio.run(_count_users(config)) == 0:
+        print(f"No users yet. Add the first one with:\n"
+              f"  p2pconf users add LOGIN --name 'Display Name' --password-stdin --data {config.data_dir}")
     scheme = "https" if config.tls_cert else "http"
     print(f"p2pconf {__version__} on {scheme}://{config.host}:{config.port}/ (data in {config.data_dir})")
     web.run_app(

@@ -32,6 +32,7 @@ class Session:
 
     id: str
     send: Callable[[Message], None]
+    login: str | None = None  # the signed-in user behind this connection, if any
     greeted: bool = False
     name: str = ""
     room: Room | None = None
@@ -71,14 +72,28 @@ class Hub:
 
     # -- connections -------------------------------------------------------
 
-    def connect(self, send: Callable[[Message], None]) -> Session:
+    def connect(self, send: Callable[[Message], None], login: str | None = None) -> Session:
         """Register a new connection and give it a fresh peer id."""
         peer_id = secrets.token_hex(4)
         while peer_id in self.sessions:
             peer_id = secrets.token_hex(4)
-        session = Session(id=peer_id, send=send)
+        session = Session(id=peer_id, send=send, login=login)
         self.sessions[peer_id] = session
         return session
+
+    def sessions_of(self, login: str) -> list[Session]:
+        """The greeted connections of one signed-in user (a page per tab or device)."""
+        return [s for s in self.sessions.values() if s.login == login and s.greeted]
+
+    def in_call(self, login: str) -> bool:
+        return any(s.room is not None for s in self.sessions_of(login))
+
+    def presence(self, login: str) -> str:
+        """"in-call", "online" or "offline"."""
+        sessions = self.sessions_of(login)
+        if any(s.room is not None for s in sessions):
+            return "in-call"
+        return "online" if sessions else "offline"
 
     def disconnect(self, session: Session, reason: str = "left") -> None:
         """Forget a connection; its room hears `peer-left` with `reason`."""
@@ -155,6 +170,8 @@ class Hub:
             {
                 "type": "joined",
                 "room": name,
+                "title": msg.get("title") or name,
+                "mode": media["mode"],
                 "id": session.id,
                 "peers": [m.describe() for m in room.members.values()],
             }

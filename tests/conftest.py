@@ -28,7 +28,8 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, step: f
 
 @pytest.fixture
 def config(tmp_path) -> Config:
-    return Config(data_dir=tmp_path / "data", heartbeat_s=1.0, client_ping_s=0.5)
+    # open_rooms: the protocol tests join rooms by name; access control has its own tests
+    return Config(data_dir=tmp_path / "data", heartbeat_s=1.0, client_ping_s=0.5, open_rooms=True)
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def bots(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 
 
 def test_bots_report_a_full_mesh_and_write_json(served, tmp_path):
-    url = served()
+    url = served("--open-rooms")
     out = tmp_path / "report.json"
     run = bots("--server", url, "--room", "cli", "--count", "3", "--duration", "3", "--processes", "2",
                "--json", str(out))
@@ -68,7 +68,7 @@ def test_bots_report_a_full_mesh_and_write_json(served, tmp_path):
 
 
 def test_bots_exit_nonzero_with_a_reason_when_the_room_is_full(served):
-    url = served("--max-room-size", "2")
+    url = served("--max-room-size", "2", "--open-rooms")
     for processes in ("1", "2"):
         run = bots("--server", url, "--room", "tiny", "--count", "3", "--duration", "1", "--processes", processes)
         assert run.returncode == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -172,6 +173,7 @@ class Broadcaster:
         self.tracks: set[PacketTrack] = set()
         self.frames_sent = 0
         self._keyframe_wanted = False
+        self._lock = threading.Lock()
         self._task: asyncio.Task | None = None
 
     def track(self) -> PacketTrack:
@@ -203,6 +205,12 @@ class Broadcaster:
                     track.push(item, counted=False)
 
     def _encode(self, number: int) -> list[Encoded]:
+        # One encoder, used from an executor thread and from stop(): never at once
+        # (libvpx crashes when two threads share a context).
+        with self._lock:
+            return self._encode_locked(number)
+
+    def _encode_locked(self, number: int) -> list[Encoded]:
         if self.camera is not None:
             frame = self.camera.frame(number, int(time.time() * 1000) % stamps.MS_MODULO)
             if self._keyframe_wanted:

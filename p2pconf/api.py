@@ -1,0 +1,229 @@
+"""The JSON API under /api (docs/api.md). Every error is {"code", "message"} with an HTTP status."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from . import protocol
+from .appkeys import CALLS, CONFIG, HUB, IDENTITY, STORE, THROTTLE
+from .auth import SESSION_COOKIE, verify_password
+from .middleware import api_error, require_user, set_session_cookie, site_origin
+from .store import Invite, User
+
+MAX_BODY = 16 * 1024
+MAX_INVITEES = 5  # a mesh of six: the caller and five others
+
+
+def routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/me", me)
+    r.add_post("/api/session", sign_in)
+    r.add_delete("/api/session", sign_out)
+    r.add_get("/api/users", directory)
+    r.add_post("/api/calls", start_call)
+    r.add_get("/api/calls/{id}", get_call)
+    r.add_post("/api/calls/{id}/invite", invite_more)
+    r.add_post("/api/calls/{id}/accept", accept_call)
+    r.add_post("/api/calls/{id}/decline", decline_call)
+    r.add_post("/api/rooms", create_guest_room)
+    r.add_get("/api/invites", list_invites)
+    r.add_delete("/api/invites/{id}", revoke_invite)
+
+
+async def body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, or 400/413 with a clear code."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise api_error(413, "too-large", f"request bodies are limited to {MAX_BODY} bytes")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise api_error(413, "too-large", f"request bodies are limited to {MAX_BODY} bytes")
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError:
+        raise api_error(400, "bad-json", "the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise api_error(400, "bad-json", "the body must be a JSON object")
+    return data
+
+
+def invite_view(request: web.Request, invite: Invite) -> dict[str, Any]:
+    return {"id": invite.id, "room": {"id": invite.room.id, "name": invite.room.name},
+            "expires_at": invite.expires_at, "state": invite.state()}
+
+
+# -- session ---------------------------------------------------------------------------------
+
+
+async def me(request: web.Request) -> web.Response:
+    identity = request[IDENTITY]
+    if identity.is_user:
+        u = identity.user
+        return web.json_response({"kind": "user", "login": u.login, "name": u.name, "email": u.email,
+                                  "csrf": identity.csrf})
+    if identity.is_guest:
+        return web.json_response({"kind": "guest", "name": identity.guest_name, "csrf": identity.csrf,
+                                  "room": {"id": identity.guest_room.id, "name": identity.guest_room.name}})
+    raise api_error(401, "not-signed-in", "sign in first")
+
+
+async def sign_in(request: web.Request) -> web.Response:
+    data = await body(request)
+    login, password = str(data.get("login", "")).strip(), str(data.get("password", ""))
+    throttle, address = request.app[THROTTLE], request.remote or "?"
+    if wait := throttle.retry_after(login, address):
+        raise api_error(429, "too-many-attempts", "too many failed sign-ins; try again later",
+                        retry_after_s=int(wait) + 1)
+    store = request.app[STORE]
+    found = await store.password_hash(login) if login else None
+    if not verify_password(found[1] if found else None, password) or not found[0].active:
+        throttle.failed(login, address)
+        raise api_error(401, "bad-credentials", "wrong login or password")
+    throttle.succeeded(login)
+    token, csrf = await store.create_session(ttl_s=request.app[CONFIG].session_ttl_s, user=found[0])
+    response = web.json_response({"login": found[0].login, "name": found[0].name, "csrf": csrf})
+    set_session_cookie(request, response, token)
+    return response
+
+
+async def sign_out(request: web.Request) -> web.Response:
+    if token := request.cookies.get(SESSION_COOKIE):
+        await request.app[STORE].delete_session(token)
+    response = web.json_response({"ok": True})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# -- directory -----------------------------------------------------------------------------------
+
+
+async def directory(request: web.Request) -> web.Response:
+    me_ = require_user(request)
+    query = request.query.get("q", "").strip().lower()
+    hub = request.app[HUB]
+    users = [
+        {**u.public(), "presence": hub.presence(u.login), "me": u.login == me_.login}
+        for u in await request.app[STORE].users(active_only=True)
+        if not query or query in u.login.lower() or query in u.name.lower()
+    ]
+    return web.json_response({"users": users})
+
+
+# -- calls with internal users ---------------------------------------------------------------------
+
+
+async def _invitees(request: web.Request, logins: Any, caller: User) -> list[User]:
+    if not isinstance(logins, list) or not logins or not all(isinstance(l, str) for l in logins):
+        raise api_error(400, "bad-request", "invitees must be a non-empty list of logins")
+    if len(set(logins)) > MAX_INVITEES:
+        raise api_error(400, "too-many-invitees", f"a call takes at most {MAX_INVITEES} invitees")
+    users = []
+    for login in dict.fromkeys(logins):
+        user = await request.app[STORE].user_by_login(login)
+        if user is None or not user.active:
+            raise api_error(404, "no-such-user", f"no active user {login!r}")
+        if user.login != caller.login:
+            users.append(user)
+    if not users:
+        raise api_error(400, "bad-request", "invite someone other than yourself")
+    return users
+
+
+async def start_call(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    data = await body(request)
+    mode = data.get("mode", "audio+video")
+    if mode not in protocol.MODES:
+        raise api_error(400, "bad-request", f"mode must be one of {', '.join(protocol.MODES)}")
+    invitees = await _invitees(request, data.get("invitees"), caller)
+    title = str(data.get("name") or f"Anruf von {caller.name}")[:64]
+    room = await request.app[STORE].create_room(title, "call", mode=mode, created_by=caller.id,
+                                                members=[u.id for u in invitees])
+    calls = request.app[CALLS]
+    call = calls.start(room, caller)
+    calls.ring(call, invitees)
+    return web.json_response(call.describe(), status=201)
+
+
+def _call_for(request: web.Request):
+    call = request.app[CALLS].calls.get(request.match_info["id"])
+    if call is None:
+        raise api_error(404, "no-such-call", "no such call (it may have ended with a server restart)")
+    return call
+
+
+async def get_call(request: web.Request) -> web.Response:
+    user = require_user(request)
+    call = _call_for(request)
+    if not await request.app[STORE].is_member(call.room.id, user.id):
+        raise api_error(404, "no-such-call", "no such call")
+    return web.json_response(call.describe())
+
+
+async def invite_more(request: web.Request) -> web.Response:
+    user = require_user(request)
+    call = _call_for(request)
+    store = request.app[STORE]
+    if not await store.is_member(call.room.id, user.id):
+        raise api_error(404, "no-such-call", "no such call")
+    invitees = await _invitees(request, (await body(request)).get("invitees"), user)
+    await store.add_members(call.room.id, [u.id for u in invitees])
+    request.app[CALLS].ring(call, invitees)
+    return web.json_response(call.describe())
+
+
+async def _answer(request: web.Request, accepted: bool) -> web.Response:
+    user = require_user(request)
+    call = _call_for(request)
+    if not request.app[CALLS].answer(call, user.login, accepted):
+        raise api_error(409, "not-ringing", "this call is not ringing for you")
+    return web.json_response({"call": call.room.id, "room": call.room.id, "mode": call.room.mode,
+                              "status": call.status[user.login]})
+
+
+async def accept_call(request: web.Request) -> web.Response:
+    return await _answer(request, True)
+
+
+async def decline_call(request: web.Request) -> web.Response:
+    return await _answer(request, False)
+
+
+# -- guest rooms and invites ------------------------------------------------------------------------
+
+
+async def create_guest_room(request: web.Request) -> web.Response:
+    user = require_user(request)
+    data = await body(request)
+    name = data.get("name")
+    try:
+        name = protocol.clean_room(name)
+    except protocol.ProtocolError as exc:
+        raise api_error(400, "bad-request", f"name: {exc.detail}") from None
+    store, config = request.app[STORE], request.app[CONFIG]
+    room = await store.create_room(name, "guest", created_by=user.id)
+    token, invite = await store.create_invite(room, config.invite_ttl_s, created_by=user.id)
+    link = f"{site_origin(request)}/j/{token}"
+    return web.json_response({"room": {"id": room.id, "name": room.name}, "invite": {**invite_view(request, invite),
+                              "link": link}}, status=201)
+
+
+async def list_invites(request: web.Request) -> web.Response:
+    user = require_user(request)
+    invites = await request.app[STORE].invites(created_by=user.id)
+    return web.json_response({"invites": [invite_view(request, i) for i in invites]})
+
+
+async def revoke_invite(request: web.Request) -> web.Response:
+    user = require_user(request)
+    store = request.app[STORE]
+    try:
+        invite = await store.invite_by_id(int(request.match_info["id"]))
+    except ValueError:
+        invite = None
+    if invite is None or invite.created_by != user.id:
+        raise api_error(404, "no-such-invite", "no such invite of yours")
+    await store.revoke_invite(invite.id)
+    return web.json_response(invite_view(request, await store.invite_by_id(invite.id)))

@@ -1,0 +1,98 @@
+"""Ringing: a caller invites users into a call room; each invitee is rung on every open page.
+
+Per invitee the state goes ringing -> accepted | declined | missed, or straight
+to busy when the invitee is already in a call. The state lives in memory: a
+ring that is not answered within `ring_timeout_s` is missed, and a restart
+ends all ringing (the rooms themselves are stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from .signaling import Hub
+from .store import Room, User
+
+FINAL = ("accepted", "declined", "missed", "busy")
+
+
+@dataclass(eq=False)
+class Call:
+    room: Room
+    caller: User
+    status: dict[str, str] = field(default_factory=dict)  # invitee login -> state
+    names: dict[str, str] = field(default_factory=dict)  # invitee login -> display name
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {
+            "id": self.room.id,
+            "room": {"id": self.room.id, "name": self.room.name},
+            "mode": self.room.mode,
+            "caller": self.caller.public(),
+            "invitees": [{"login": l, "name": self.names[l], "status": s} for l, s in self.status.items()],
+        }
+
+    def ring_message(self) -> dict:
+        return {"type": "ring", "call": self.room.id, "room": self.room.id, "title": self.room.name,
+                "mode": self.room.mode, "from": self.caller.public()}
+
+
+class Calls:
+    """Live calls, keyed by their room id."""
+
+    def __init__(self, hub: Hub, ring_timeout_s: float):
+        self.hub, self.ring_timeout_s = hub, ring_timeout_s
+        self.calls: dict[str, Call] = {}
+
+    def start(self, room: Room, caller: User) -> Call:
+        call = self.calls.get(room.id) or Call(room, caller)
+        self.calls[room.id] = call
+        return call
+
+    def ring(self, call: Call, invitees: list[User]) -> None:
+        """Ring each invitee who is not already ringing or in this call."""
+        for user in invitees:
+            if user.login == call.caller.login or call.status.get(user.login) in ("ringing", "accepted"):
+                continue
+            call.names[user.login] = user.name
+            if self.hub.in_call(user.login):
+                self._set(call, user.login, "busy")
+                continue
+            self._set(call, user.login, "ringing")
+            for session in self.hub.sessions_of(user.login):
+                session.send(call.ring_message())
+            loop = asyncio.get_running_loop()
+            call.timers[user.login] = loop.call_later(self.ring_timeout_s, self._set, call, user.login, "missed")
+
+    def answer(self, call: Call, login: str, accepted: bool) -> bool:
+        """Accept or decline; False when `login` is not being rung by this call."""
+        if call.status.get(login) != "ringing":
+            return False
+        self._set(call, login, "accepted" if accepted else "declined")
+        return True
+
+    def pending_rings(self, login: str) -> list[dict]:
+        """Rings for a user who opens a page while being rung."""
+        return [c.ring_message() for c in self.calls.values() if c.status.get(login) == "ringing"]
+
+    def _set(self, call: Call, login: str, status: str) -> None:
+        if status == "missed" and call.status.get(login) != "ringing":
+            return
+        call.status[login] = status
+        if status in FINAL and (timer := call.timers.pop(login, None)):
+            timer.cancel()
+        if status in ("accepted", "declined", "missed"):
+            for session in self.hub.sessions_of(login):
+                session.send({"type": "ring-ended", "call": call.room.id, "status": status})
+        update = {"type": "call-status", "call": call.room.id, "login": login, "name": call.names.get(login, login),
+                  "status": status}
+        for session in self.hub.sessions_of(call.caller.login):
+            session.send(update)
+
+    def close(self) -> None:
+        for call in self.calls.values():
+            for timer in call.timers.values():
+                timer.cancel()
+        self.calls.clear()

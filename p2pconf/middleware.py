@@ -1,0 +1,136 @@
+"""Request plumbing shared by pages, API and WebSocket: proxies, origins, identity, CSRF, errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from .appkeys import CONFIG, IDENTITY, NEW_CSRF_COOKIE, STORE
+from .auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Identity, same_token
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def api_error(status: int, code: str, message: str, **extra: Any) -> web.HTTPException:
+    """An HTTP error with the JSON body every API error has: {"code", "message"}."""
+    return _BY_STATUS[status](text=json.dumps({"code": code, "message": message, **extra}), content_type="application/json")
+
+
+_BY_STATUS = {
+    400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
+    409: web.HTTPConflict, 410: web.HTTPGone, 413: web.HTTPRequestEntityTooLarge, 429: web.HTTPTooManyRequests,
+}
+
+
+@web.middleware
+async def forwarded_middleware(request: web.Request, handler):
+    """Believe X-Forwarded-For/-Proto/-Host only from configured trusted proxies."""
+    networks = request.app[CONFIG].trusted_networks()
+    if networks and request.remote and _in_networks(request.remote, networks):
+        changes: dict[str, Any] = {}
+        if proto := request.headers.get("X-Forwarded-Proto"):
+            changes["scheme"] = proto.split(",")[0].strip()
+        if host := request.headers.get("X-Forwarded-Host"):
+            changes["host"] = host.split(",")[0].strip()
+        if fwd_for := request.headers.get("X-Forwarded-For"):
+            changes["remote"] = fwd_for.split(",")[0].strip()
+        if changes:
+            request = request.clone(**changes)
+    return await handler(request)
+
+
+def _in_networks(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def site_origin(request: web.Request) -> str:
+    """The origin users see: --public-url, else scheme://host of this request."""
+    public = request.app[CONFIG].public_url
+    url = URL(public) if public else URL.build(scheme=request.scheme, authority=request.host)
+    return str(url.origin())
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """A browser request must come from our own origin.
+
+    Clients that send no Origin (bots, command-line tools) are not browsers and
+    cannot be used for cross-site requests, so they are let through.
+    """
+    origin = request.headers.get("Origin")
+    return origin is None or origin.rstrip("/") == site_origin(request)
+
+
+def is_secure(request: web.Request) -> bool:
+    return request.scheme == "https" or (request.app[CONFIG].public_url or "").startswith("https:")
+
+
+@web.middleware
+async def identity_middleware(request: web.Request, handler):
+    """Put the Identity behind the session cookie (or an empty one) in request[IDENTITY]."""
+    token = request.cookies.get(SESSION_COOKIE)
+    record = await request.app[STORE].session(token) if token else None
+    request[IDENTITY] = Identity.from_session(record)
+    return await handler(request)
+
+
+def expected_csrf(request: web.Request) -> str | None:
+    """The session's CSRF token, or before sign-in the double-submit cookie."""
+    return request[IDENTITY].csrf or request.cookies.get(CSRF_COOKIE)
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler):
+    """Every state-changing request needs our Origin (when sent) and the CSRF token."""
+    if request.method in SAFE_METHODS or request.path == "/ws":
+        return await handler(request)
+    if not origin_allowed(request):
+        raise api_error(403, "bad-origin", "cross-origin request refused")
+    given = request.headers.get(CSRF_HEADER)
+    if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        given = (await request.post()).get("csrf")
+    if not same_token(given, expected_csrf(request)):
+        raise api_error(403, "csrf", "missing or wrong CSRF token; reload the page")
+    return await handler(request)
+
+
+def form_csrf(request: web.Request) -> str:
+    """The token a form must send back; sets the double-submit cookie when there is no session."""
+    if request[IDENTITY].csrf:
+        return request[IDENTITY].csrf
+    token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+    request[NEW_CSRF_COOKIE] = token
+    return token
+
+
+@web.middleware
+async def csrf_cookie_middleware(request: web.Request, handler):
+    """Attach a double-submit cookie that a page handed out via form_csrf()."""
+    response = await handler(request)
+    if token := request.get(NEW_CSRF_COOKIE):
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Lax", secure=is_secure(request), path="/")
+    return response
+
+
+def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    config = request.app[CONFIG]
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=is_secure(request), path="/",
+                        max_age=int(config.session_ttl_s))
+
+
+def require_user(request: web.Request):
+    """The signed-in user, or 401 (nobody) / 403 (a guest)."""
+    identity = request[IDENTITY]
+    if identity.is_user:
+        return identity.user
+    if identity.is_guest:
+        raise api_error(403, "guest-forbidden", "guests can only take part in their own room")
+    raise api_error(401, "not-signed-in", "sign in first")

@@ -1,0 +1,183 @@
+"""HTML pages: sign-in, sign-out, the SSO hand-off, guest links, and the module's page."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from . import __version__, protocol
+from .appkeys import CONFIG, IDENTITY, STORE, THROTTLE
+from .auth import SESSION_COOKIE, SsoError, read_sso_token, verify_password
+from .middleware import form_csrf, set_session_cookie, site_origin
+from .protocol import ProtocolError
+
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")  # secrets.token_urlsafe(24)
+
+
+def routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login_submit)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/sso", sso)
+    app.router.add_get("/j/{token}", guest_page)
+    app.router.add_post("/j/{token}", guest_submit)
+    app.router.add_get("/r/{room}", room_page)
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    context.setdefault("csrf", form_csrf(request))
+    context.setdefault("identity", request[IDENTITY])
+    context.setdefault("version", __version__)
+    return aiohttp_jinja2.render_template(template, request, context, status=status)
+
+
+def wants_json(request: web.Request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    identity = request[IDENTITY]
+    if identity.is_guest:
+        raise web.HTTPFound(f"/r/{identity.guest_room.id}")
+    if not identity.is_user:
+        raise web.HTTPFound("/login")
+    return render(request, "index.html", origin=site_origin(request))
+
+
+async def login_page(request: web.Request) -> web.Response:
+    return render(request, "login.html", error=None)
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    login, password = str(form.get("login", "")).strip(), str(form.get("password", ""))
+    throttle, address = request.app[THROTTLE], request.remote or "?"
+    if wait := throttle.retry_after(login, address):
+        response = render(request, "login.html", status=429,
+                          error=f"Zu viele Fehlversuche. Bitte in {int(wait / 60) + 1} Minuten erneut versuchen.")
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+    found = await request.app[STORE].password_hash(login) if login else None
+    if not verify_password(found[1] if found else None, password) or not found[0].active:
+        throttle.failed(login, address)
+        return render(request, "login.html", status=401, error="Benutzername oder Passwort ist falsch.")
+    throttle.succeeded(login)
+    return await _start_session(request, user=found[0])
+
+
+async def _start_session(request: web.Request, redirect: str = "/", **who: Any) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    token, _ = await request.app[STORE].create_session(ttl_s=config.session_ttl_s, **who)
+    response = web.HTTPFound(redirect)
+    set_session_cookie(request, response, token)
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    if token := request.cookies.get(SESSION_COOKIE):
+        await request.app[STORE].delete_session(token)
+    response = web.HTTPFound("/login")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def sso(request: web.Request) -> web.StreamResponse:
+    """The host platform's top-bar icon links here with a short-lived signed token."""
+    secret = request.app[CONFIG].sso_secret
+    if not secret:
+        return render(request, "message.html", status=404, title="Anmeldung nicht eingerichtet",
+                      message="Die Anmeldung über die Plattform ist auf diesem Server nicht eingerichtet.")
+    try:
+        claims = read_sso_token(request.query.get("token", ""), secret)
+    except SsoError as exc:
+        return render(request, "message.html", status=401, title="Anmeldung fehlgeschlagen", message=str(exc),
+                      code=exc.code)
+    store = request.app[STORE]
+    user = await store.user_by_login(claims["login"])
+    if user is None:
+        user = await store.add_user(claims["login"], claims["name"], claims["email"])
+    elif not user.active:
+        return render(request, "message.html", status=403, title="Zugang gesperrt",
+                      message="Dieses Konto ist deaktiviert.", code="user-disabled")
+    elif (user.name, user.email) != (claims["name"], claims["email"] or user.email):
+        await store.update_user(user.id, name=claims["name"], email=claims["email"])
+    return await _start_session(request, user=user)
+
+
+# -- guest links ---------------------------------------------------------------------------
+
+INVITE_PROBLEMS = {
+    "malformed": (404, "Ungültiger Link", "Dieser Einladungslink ist nicht gültig. Bitte prüfen Sie, ob er vollständig kopiert wurde."),
+    "unknown": (404, "Unbekannter Link", "Zu diesem Einladungslink gibt es keinen Raum."),
+    "expired": (410, "Link abgelaufen", "Dieser Einladungslink ist abgelaufen. Bitten Sie um einen neuen Link."),
+    "revoked": (410, "Link zurückgezogen", "Dieser Einladungslink wurde zurückgezogen. Bitten Sie um einen neuen Link."),
+}
+
+
+async def _invite_or_problem(request: web.Request):
+    token = request.match_info["token"]
+    if not TOKEN_RE.match(token):
+        return None, "malformed"
+    invite = await request.app[STORE].invite_by_token(token)
+    if invite is None:
+        return None, "unknown"
+    state = invite.state()
+    return (invite, None) if state == "valid" else (None, state)
+
+
+def _problem(request: web.Request, problem: str) -> web.Response:
+    status, title, message = INVITE_PROBLEMS[problem]
+    code = f"invite-{problem}"
+    if wants_json(request):
+        return web.json_response({"code": code, "message": message}, status=status)
+    return render(request, "message.html", status=status, title=title, message=message, code=code)
+
+
+async def guest_page(request: web.Request) -> web.Response:
+    invite, problem = await _invite_or_problem(request)
+    if problem:
+        return _problem(request, problem)
+    return render(request, "guest.html", room=invite.room, error=None, name="")
+
+
+async def guest_submit(request: web.Request) -> web.StreamResponse:
+    invite, problem = await _invite_or_problem(request)
+    if problem:
+        return _problem(request, problem)
+    form = await request.post()
+    try:
+        name = protocol.clean_name(str(form.get("name", "")))
+    except ProtocolError as exc:
+        if wants_json(request):
+            return web.json_response({"code": "bad-name", "message": exc.detail}, status=400)
+        return render(request, "guest.html", status=400, room=invite.room, name=str(form.get("name", ""))[:80],
+                      error="Bitte einen Anzeigenamen mit 1 bis 40 Zeichen eingeben.")
+    config = request.app[CONFIG]
+    ttl = min(config.session_ttl_s, invite.expires_at - time.time())
+    token, _ = await request.app[STORE].create_session(ttl_s=ttl, guest_room=invite.room, guest_name=name)
+    target = f"/r/{invite.room.id}"
+    response: web.StreamResponse
+    if wants_json(request):
+        response = web.json_response({"room": {"id": invite.room.id, "name": invite.room.name}, "name": name})
+    else:
+        response = web.HTTPFound(target)
+    set_session_cookie(request, response, token)
+    return response
+
+
+async def room_page(request: web.Request) -> web.Response:
+    identity, room_id = request[IDENTITY], request.match_info["room"]
+    room = await request.app[STORE].room(room_id)
+    allowed = room is not None and (
+        (identity.is_guest and identity.guest_room.id == room_id)
+        or (identity.is_user and await request.app[STORE].is_member(room_id, identity.user.id))
+    )
+    if not allowed:
+        return render(request, "message.html", status=403, title="Kein Zutritt",
+                      message="Dieser Raum ist nicht für Sie freigegeben.", code="room-forbidden")
+    return render(request, "room.html", room=room)
