@@ -34,7 +34,8 @@ def free_port() -> int:
 
 def start_server(data: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "p2pconf.cli", "serve", "--port", str(port), "--data", str(data)],
+    proc = subprocess.Popen([sys.executable, "-m", "p2pconf.cli", "serve", "--port", str(port), "--data", str(data),
+                             "--open-rooms"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
