@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from yarl import URL
+
 from .config import Config
 
 
@@ -88,9 +90,18 @@ def _bots(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"p2pconf bots: {exc}", file=sys.stderr)
         return 2
+    server = args.server
+    if args.invite:
+        link = URL(args.invite)
+        if link.scheme not in ("http", "https") or not link.host or not link.path.startswith("/j/"):
+            print(f"p2pconf bots: --invite needs a guest link like https://host/j/TOKEN, not {args.invite!r}",
+                  file=sys.stderr)
+            return 2
+        server = str(link.origin())
     opts = RunOptions(
-        server=args.server,
+        server=server,
         room=args.room,
+        invite=args.invite,
         count=args.count,
         duration_s=args.duration,
         video=video,
@@ -178,7 +189,8 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bots", help="run synthetic participants in a room and report every link")
     b.add_argument("--server", default="http://127.0.0.1:8080")
-    b.add_argument("--room", default="bots")
+    b.add_argument("--room", default="bots", help="room name (servers started with --open-rooms)")
+    b.add_argument("--invite", metavar="LINK", help="enter through this guest link, each bot with its own name")
     b.add_argument("--count", type=int, default=6)
     b.add_argument("--duration", type=float, default=20.0, help="seconds of media (default 20)")
     b.add_argument("--video", default="320x240@15", metavar="WxH@FPS")

@@ -36,6 +36,11 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     return aiohttp_jinja2.render_template(template, request, context, status=status)
 
 
+def redirect(location: str) -> web.Response:
+    """A 302 response that cookies can still be set on (HTTPFound would have to be raised)."""
+    return web.Response(status=302, headers={"Location": location})
+
+
 def wants_json(request: web.Request) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
@@ -70,10 +75,10 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     return await _start_session(request, user=found[0])
 
 
-async def _start_session(request: web.Request, redirect: str = "/", **who: Any) -> web.StreamResponse:
+async def _start_session(request: web.Request, target: str = "/", **who: Any) -> web.StreamResponse:
     config = request.app[CONFIG]
     token, _ = await request.app[STORE].create_session(ttl_s=config.session_ttl_s, **who)
-    response = web.HTTPFound(redirect)
+    response = redirect(target)
     set_session_cookie(request, response, token)
     return response
 
@@ -81,7 +86,7 @@ async def _start_session(request: web.Request, redirect: str = "/", **who: Any) 
 async def logout(request: web.Request) -> web.StreamResponse:
     if token := request.cookies.get(SESSION_COOKIE):
         await request.app[STORE].delete_session(token)
-    response = web.HTTPFound("/login")
+    response = redirect("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
 
@@ -165,7 +170,7 @@ async def guest_submit(request: web.Request) -> web.StreamResponse:
     if wants_json(request):
         response = web.json_response({"room": {"id": invite.room.id, "name": invite.room.name}, "name": name})
     else:
-        response = web.HTTPFound(target)
+        response = redirect(target)
     set_session_cookie(request, response, token)
     return response
 

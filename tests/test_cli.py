@@ -87,3 +87,40 @@ def test_bad_arguments_are_refused_clearly():
     assert run.returncode == 2 and "320x240@15" in run.stderr
     run = bots("--count", "0")
     assert run.returncode == 2 and "--count" in run.stderr
+
+
+def admin(*args: str, data, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*P2PCONF, *args, "--data", str(data)], input=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_admin_commands_work_while_the_server_runs_and_bots_use_the_link(served, tmp_path):
+    url = served("--public-url", "http://127.0.0.1")  # recorded for links; the Origin check is not involved
+    data = tmp_path / "data"
+    added = admin("users", "add", "anna", "--name", "Anna Berg", "--password-stdin", data=data,
+                  stdin="a long password\n")
+    assert added.returncode == 0, added.stderr
+    assert "anna" in admin("users", "list", data=data).stdout
+    made = admin("rooms", "invite", "QA mesh", "--expires", "2h", "--by", "anna", data=data)
+    assert made.returncode == 0, made.stderr
+    link = made.stdout.strip()
+    assert link.startswith("http://127.0.0.1/j/")
+    served_link = url + link[len("http://127.0.0.1"):]
+    run = bots("--invite", served_link, "--count", "2", "--duration", "2")
+    assert run.returncode == 0, run.stderr
+    assert "2 participants, 4/4 tracks flowing" in run.stdout
+    assert "QA mesh" in admin("rooms", "list", data=data).stdout
+    assert admin("rooms", "revoke", link, data=data).returncode == 0
+    run = bots("--invite", served_link, "--count", "2", "--duration", "2")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].startswith("p2pconf bots: the server refused: invite-revoked")
+
+
+def test_admin_errors_are_one_clear_line(tmp_path):
+    data = tmp_path / "data"
+    bad = admin("users", "add", "no spaces allowed", "--name", "X", data=data)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "login" in bad.stderr
+    assert admin("rooms", "revoke", "http://x/j/nothing", data=data).returncode == 1
+    assert admin("rooms", "invite", "R", "--expires", "soon", data=data).returncode == 1
+    run = bots("--invite", "http://127.0.0.1:1/rooms/x")
+    assert run.returncode == 2 and "guest link" in run.stderr

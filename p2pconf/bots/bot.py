@@ -32,6 +32,7 @@ class BotOptions:
     # Send ICE candidates as separate messages, as browsers do, instead of inside the SDP.
     trickle: bool = False
     audio_ms: int = 20  # Opus frame length; longer frames mean fewer packets and less CPU
+    invite: str | None = None  # a guest link: enter through it instead of naming the room
 
 
 @dataclass(eq=False)
@@ -97,6 +98,9 @@ class Bot:
 
     async def start(self) -> None:
         """Connect, join the room and offer to everyone already in it."""
+        if self.options.invite:
+            entered = await self.client.enter_invite(self.options.invite, self.name)
+            self.room = entered["room"]["id"]
         welcome = await self.client.connect()
         self._ice_servers = [
             RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
@@ -106,6 +110,9 @@ class Bot:
             source.start()
         joined = await self.client.join(self.room, self.name, self.media)
         self.joined_at = time.time()
+        if joined.get("mode") == "audio-only" and "video" in self.sources:  # an audio-only call: no video at all
+            await self.sources.pop("video").stop()
+            self.media.update(mode="audio-only", cam=False)
         self._offer_to(joined["peers"])
 
     async def set_media(self, **changes: Any) -> None:

@@ -24,11 +24,14 @@ Message = dict[str, Any]
 
 
 class ServerError(Exception):
-    """The server refused a request; `code` is the protocol error code."""
+    """The server refused a request; `code` is the protocol or API error code."""
 
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
         self.code = code
+
+
+CSRF_COOKIE = "p2pconf_csrf"
 
 
 def ws_url(server: str) -> str:
@@ -41,6 +44,14 @@ def ws_url(server: str) -> str:
     if not path.endswith("/ws"):
         path += "/ws"
     return str(url.with_scheme(scheme).with_path(path))
+
+
+async def _api_error(response: aiohttp.ClientResponse) -> ServerError:
+    try:
+        body = await response.json(content_type=None)
+        return ServerError(body.get("code", f"http-{response.status}"), body.get("message", ""))
+    except ValueError:
+        return ServerError(f"http-{response.status}", response.reason or "")
 
 
 class SignalingClient:
@@ -61,16 +72,39 @@ class SignalingClient:
         self.joined: Message | None = None
         self.reconnects = 0
         self._join_request: Message | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._http_session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
 
     # -- public ----------------------------------------------------------------
 
+    @property
+    def _http(self) -> aiohttp.ClientSession:
+        if self._http_session is None:
+            # unsafe=True: keep cookies for servers addressed by IP, like 127.0.0.1
+            self._http_session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        return self._http_session
+
+    async def enter_invite(self, link: str, name: str) -> Message:
+        """Follow a guest link as a browser does: open it, give a display name.
+
+        Returns {"room": {"id", "name"}, "name"}; the guest session cookie is kept
+        for the WebSocket. Raises ServerError (invite-expired, invite-revoked, ...).
+        """
+        headers = {"Accept": "application/json"}
+        async with self._http.get(link, headers=headers) as page:
+            if page.status != 200:
+                raise await _api_error(page)
+        csrf = self._http.cookie_jar.filter_cookies(URL(link)).get(CSRF_COOKIE)
+        async with self._http.post(link, data={"name": name}, allow_redirects=False,
+                                   headers={**headers, "X-CSRF-Token": csrf.value if csrf else ""}) as reply:
+            if reply.status != 200:
+                raise await _api_error(reply)
+            return await reply.json()
+
     async def connect(self) -> Message:
         """Open the socket and shake hands; returns the `welcome` message."""
-        self._http = aiohttp.ClientSession()
         try:
             await self._open()
         except BaseException:
@@ -102,8 +136,8 @@ class SignalingClient:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._http:
-            await self._http.close()
+        if self._http_session:
+            await self._http_session.close()
 
     # -- internals ---------------------------------------------------------------
 

@@ -36,11 +36,12 @@ class RunOptions:
     video: VideoSpec | None = field(default_factory=VideoSpec)
     trickle: bool = False
     audio_ms: int = 20
+    invite: str | None = None  # guest link; the room comes from it
     processes: int = 1
     first_index: int = 1
 
     def bot_options(self) -> BotOptions:
-        return BotOptions(video=self.video, trickle=self.trickle, audio_ms=self.audio_ms)
+        return BotOptions(video=self.video, trickle=self.trickle, audio_ms=self.audio_ms, invite=self.invite)
 
 
 @dataclass
