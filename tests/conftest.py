@@ -13,6 +13,8 @@ from p2pconf.config import Config
 from p2pconf.protocol import PROTOCOL_VERSION
 from p2pconf.server import create_app
 
+from .org import SSO_SECRET, Browser, add_user
+
 
 async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, step: float = 0.02) -> Any:
     """Poll `predicate` until it is truthy; fail the test after `timeout` seconds."""
@@ -85,3 +87,32 @@ def connect(client):
         return peer
 
     return _connect
+
+
+# -- the organisation side: a server with users anna, bert and carla -----------------------
+
+
+@pytest.fixture
+def org_config(tmp_path) -> Config:
+    return Config(data_dir=tmp_path / "data", heartbeat_s=2.0, client_ping_s=1.0, ring_timeout_s=0.6,
+                  login_limit=3, login_window_s=60, sso_secret=SSO_SECRET)
+
+
+@pytest.fixture
+async def org(aiohttp_server, org_config):
+    server = await aiohttp_server(create_app(org_config))
+    app = server.app
+    await add_user(app, "anna", "Anna Berg", email="anna@example.org")
+    await add_user(app, "bert", "Bert Kraus")
+    await add_user(app, "carla", "Carla Diaz")
+    browsers: list[Browser] = []
+
+    def browser() -> Browser:
+        b = Browser(str(server.make_url("/")))
+        browsers.append(b)
+        return b
+
+    server.browser = browser
+    yield server
+    for b in browsers:
+        await b.close()

@@ -10,6 +10,7 @@ from p2pconf.auth import CSRF_COOKIE, hash_password
 from p2pconf.appkeys import STORE
 
 PASSWORD = "correct horse battery"
+SSO_SECRET = "sso-test-secret-of-32-bytes-or-more!"
 
 
 class Browser:
@@ -63,3 +64,19 @@ async def next_of(ws, kind: str, timeout: float = 3.0) -> dict:
         if msg["type"] == kind:
             return msg
     raise AssertionError(f"no {kind} message")
+
+
+async def status_of(ws, login: str, status: str) -> None:
+    """Wait (bounded) until the caller's page hears that `login` is now `status`."""
+    for _ in range(10):
+        update = await next_of(ws, "call-status")
+        if (update["login"], update["status"]) == (login, status):
+            return
+    raise AssertionError(f"{login} never became {status}")
+
+
+async def signed_in(org, login: str) -> Browser:
+    b = org.browser()
+    reply = await b.sign_in(login)
+    assert reply.status == 302 and reply.headers["Location"] == "/"
+    return b

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -20,32 +21,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(data, *extra: str, scheme: str = "http", context=None) -> tuple[subprocess.Popen, str]:
+    """`p2pconf serve` on a free port; returns once /healthz answers (bounded)."""
+    port = free_port()
+    proc = subprocess.Popen([*P2PCONF, "serve", "--port", str(port), "--data", str(data), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"{scheme}://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1, context=context).close()
+            return proc, url
+        except OSError:
+            time.sleep(0.1)  # bounded by the deadline above
+    proc.kill()
+    raise AssertionError(f"server did not come up: {proc.communicate()[0]}")
+
+
+def stop_server(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    return proc.communicate(timeout=10)[0]
+
+
 @pytest.fixture
 def served(tmp_path):
     """Start `p2pconf serve` with extra args; yields its base URL."""
     procs = []
 
     def start(*extra: str) -> str:
-        port = free_port()
-        proc = subprocess.Popen([*P2PCONF, "serve", "--port", str(port), "--data", str(tmp_path / "data"), *extra],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc, url = start_server(tmp_path / "data", *extra)
         procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return url
-            except OSError:
-                time.sleep(0.1)  # bounded by the deadline above
-        raise AssertionError(f"server did not come up: {proc.stdout.read() if proc.poll() is not None else ''}")
+        return url
 
     yield start
     for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
-        proc.stdout.close()
+        stop_server(proc)
 
 
 def bots(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
@@ -124,3 +134,50 @@ def test_admin_errors_are_one_clear_line(tmp_path):
     assert admin("rooms", "invite", "R", "--expires", "soon", data=data).returncode == 1
     run = bots("--invite", "http://127.0.0.1:1/rooms/x")
     assert run.returncode == 2 and "guest link" in run.stderr
+
+
+def test_serve_on_an_empty_store_creates_nobody_and_says_how_to_add_someone(tmp_path):
+    proc, _ = start_server(tmp_path / "data")
+    output = stop_server(proc)
+    assert "No users yet" in output and "p2pconf users add" in output
+    listing = admin("users", "list", data=tmp_path / "data")
+    assert listing.stdout.strip().count("\n") == 0  # the header only: nobody was created
+
+
+def self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1, written as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_serve_speaks_https_with_its_own_certificate(tmp_path):
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(cafile=cert)
+    proc, url = start_server(tmp_path / "data", "--tls-cert", cert, "--tls-key", key, scheme="https",
+                             context=context)
+    try:
+        with urllib.request.urlopen(url + "/login", context=context, timeout=5) as page:
+            assert page.status == 200
+            assert "Secure" in page.headers["Set-Cookie"]  # the CSRF cookie, on an https site
+    finally:
+        output = stop_server(proc)
+    assert "on https://" in output

@@ -15,8 +15,7 @@ from p2pconf.config import Config
 from p2pconf.server import create_app
 
 from .conftest import wait_until
-from .org import Browser, add_user, next_of
-from .test_org import org, org_config, signed_in  # noqa: F401  (fixtures)
+from .org import Browser, add_user, next_of, signed_in
 
 
 async def make_link(org, login: str = "anna", room: str = "Kunde Meier") -> tuple[Browser, dict]:

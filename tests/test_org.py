@@ -9,55 +9,9 @@ import jwt
 import pytest
 
 from p2pconf.appkeys import CALLS, STORE
-from p2pconf.config import Config
 from p2pconf.server import create_app
 
-from .org import Browser, add_user, next_of
-
-SSO_SECRET = "sso-test-secret-of-32-bytes-or-more!"
-
-
-@pytest.fixture
-def org_config(tmp_path) -> Config:
-    return Config(data_dir=tmp_path / "data", heartbeat_s=2.0, client_ping_s=1.0, ring_timeout_s=0.6,
-                  login_limit=3, login_window_s=60, sso_secret=SSO_SECRET)
-
-
-@pytest.fixture
-async def org(aiohttp_server, org_config):
-    server = await aiohttp_server(create_app(org_config))
-    app = server.app
-    await add_user(app, "anna", "Anna Berg", email="anna@example.org")
-    await add_user(app, "bert", "Bert Kraus")
-    await add_user(app, "carla", "Carla Diaz")
-    browsers: list[Browser] = []
-
-    def browser() -> Browser:
-        b = Browser(str(server.make_url("/")))
-        browsers.append(b)
-        return b
-
-    server.browser = browser
-    yield server
-    for b in browsers:
-        await b.close()
-
-
-async def status_of(ws, login: str, status: str) -> None:
-    """Wait (bounded) until the caller's page hears that `login` is now `status`."""
-    for _ in range(10):
-        update = await next_of(ws, "call-status")
-        if (update["login"], update["status"]) == (login, status):
-            return
-    raise AssertionError(f"{login} never became {status}")
-
-
-async def signed_in(org, login: str) -> Browser:
-    b = org.browser()
-    reply = await b.sign_in(login)
-    assert reply.status == 302 and reply.headers["Location"] == "/"
-    return b
-
+from .org import PASSWORD, SSO_SECRET, Browser, add_user, next_of, signed_in, status_of
 
 # -- sign-in, CSRF, throttling ---------------------------------------------------------------
 
@@ -241,3 +195,37 @@ async def test_a_page_opened_while_ringing_still_rings_and_members_invite_more(o
     assert (await dora.json("POST", f"/api/calls/{call['id']}/invite", {"invitees": ["anna"]}))[0] == 404
     assert (await dora.json("GET", f"/api/calls/{call['id']}"))[0] == 404
     await bert_ws.close(), await carla_ws.close()
+
+
+async def test_json_sign_in_and_cookie_is_secure_behind_an_https_proxy(aiohttp_server, org_config):
+    org_config.trusted_proxies = ["127.0.0.0/8"]
+    server = await aiohttp_server(create_app(org_config))
+    await add_user(server.app, "anna", "Anna Berg")
+    b = Browser(str(server.make_url("/")))
+    try:
+        https = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "conf.example.org",
+                 "Origin": "https://conf.example.org"}
+        async with b.http.get(b.base + "/login", headers=https) as page:
+            csrf = page.cookies["p2pconf_csrf"]
+            assert csrf["secure"] and csrf["httponly"]
+        async with b.http.post(b.base + "/api/session", json={"login": "anna", "password": PASSWORD},
+                               headers={**https, "X-CSRF-Token": csrf.value,
+                                        # the jar keeps Secure cookies for https; this test speaks http
+                                        "Cookie": f"p2pconf_csrf={csrf.value}"}) as reply:
+            assert reply.status == 200, await reply.text()
+            session = reply.cookies["p2pconf_session"]
+            assert session["secure"] and session["httponly"] and session["samesite"] == "Lax"
+    finally:
+        await b.close()
+
+
+async def test_disabled_users_lose_their_sessions_and_cannot_come_back_by_sso(org):
+    anna = await signed_in(org, "anna")
+    await org.app[STORE].disable_user("anna")
+    assert (await anna.json("GET", "/api/me"))[0] == 401
+    assert (await org.browser().sign_in("anna")).status == 401
+    token = sso_token(sub="anna", name="Anna Berg")
+    async with anna.http.get(anna.base + "/sso", params={"token": token}, allow_redirects=False) as reply:
+        assert reply.status == 403
+    status, listing = await (await signed_in(org, "bert")).json("GET", "/api/users")
+    assert "anna" not in {u["login"] for u in listing["users"]}
