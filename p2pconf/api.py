@@ -9,7 +9,7 @@ from aiohttp import web
 
 from . import protocol
 from .appkeys import CALLS, CONFIG, HUB, IDENTITY, STORE, THROTTLE
-from .auth import SESSION_COOKIE, verify_password
+from .auth import SESSION_COOKIE, attempt_sign_in
 from .middleware import api_error, require_user, set_session_cookie, site_origin
 from .store import Invite, User
 
@@ -72,18 +72,15 @@ async def me(request: web.Request) -> web.Response:
 async def sign_in(request: web.Request) -> web.Response:
     data = await body(request)
     login, password = str(data.get("login", "")).strip(), str(data.get("password", ""))
-    throttle, address = request.app[THROTTLE], request.remote or "?"
-    if wait := throttle.retry_after(login, address):
+    store = request.app[STORE]
+    user, wait = await attempt_sign_in(store, request.app[THROTTLE], login, password, request.remote or "?")
+    if wait:
         raise api_error(429, "too-many-attempts", "too many failed sign-ins; try again later",
                         retry_after_s=int(wait) + 1)
-    store = request.app[STORE]
-    found = await store.password_hash(login) if login else None
-    if not verify_password(found[1] if found else None, password) or not found[0].active:
-        throttle.failed(login, address)
+    if user is None:
         raise api_error(401, "bad-credentials", "wrong login or password")
-    throttle.succeeded(login)
-    token, csrf = await store.create_session(ttl_s=request.app[CONFIG].session_ttl_s, user=found[0])
-    response = web.json_response({"login": found[0].login, "name": found[0].name, "csrf": csrf})
+    token, csrf = await store.create_session(ttl_s=request.app[CONFIG].session_ttl_s, user=user)
+    response = web.json_response({"login": user.login, "name": user.name, "csrf": csrf})
     set_session_cookie(request, response, token)
     return response
 

@@ -101,6 +101,20 @@ class LoginThrottle:
         self._failures.pop(f"login:{login.lower()}", None)
 
 
+async def attempt_sign_in(store, throttle: LoginThrottle, login: str, password: str,
+                          address: str) -> tuple[User | None, float]:
+    """Check a sign-in: (user, 0) when it succeeds, (None, seconds to wait) when
+    throttled, (None, 0) for a wrong login or password (which counts as a failure)."""
+    if wait := throttle.retry_after(login, address):
+        return None, wait
+    found = await store.password_hash(login) if login else None
+    if not verify_password(found[1] if found else None, password) or not found[0].active:
+        throttle.failed(login, address)
+        return None, 0.0
+    throttle.succeeded(login)
+    return found[0], 0.0
+
+
 class SsoError(Exception):
     """An SSO token was refused; `code` is "sso-expired" or "sso-invalid"."""
 

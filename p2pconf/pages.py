@@ -11,7 +11,7 @@ from aiohttp import web
 
 from . import __version__, protocol
 from .appkeys import CONFIG, IDENTITY, STORE, THROTTLE
-from .auth import SESSION_COOKIE, SsoError, read_sso_token, verify_password
+from .auth import SESSION_COOKIE, SsoError, attempt_sign_in, read_sso_token
 from .middleware import form_csrf, set_session_cookie, site_origin
 from .protocol import ProtocolError
 
@@ -61,18 +61,16 @@ async def login_page(request: web.Request) -> web.Response:
 async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     login, password = str(form.get("login", "")).strip(), str(form.get("password", ""))
-    throttle, address = request.app[THROTTLE], request.remote or "?"
-    if wait := throttle.retry_after(login, address):
+    user, wait = await attempt_sign_in(request.app[STORE], request.app[THROTTLE], login, password,
+                                       request.remote or "?")
+    if wait:
         response = render(request, "login.html", status=429,
                           error=f"Zu viele Fehlversuche. Bitte in {int(wait / 60) + 1} Minuten erneut versuchen.")
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    found = await request.app[STORE].password_hash(login) if login else None
-    if not verify_password(found[1] if found else None, password) or not found[0].active:
-        throttle.failed(login, address)
+    if user is None:
         return render(request, "login.html", status=401, error="Benutzername oder Passwort ist falsch.")
-    throttle.succeeded(login)
-    return await _start_session(request, user=found[0])
+    return await _start_session(request, user=user)
 
 
 async def _start_session(request: web.Request, target: str = "/", **who: Any) -> web.StreamResponse:

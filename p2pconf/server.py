@@ -24,6 +24,7 @@ from .calls import Calls
 from .config import Config
 from .ice import ice_servers_for
 from .middleware import (
+    api_error,
     csrf_cookie_middleware,
     csrf_middleware,
     forwarded_middleware,
@@ -126,10 +127,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     """One client connection: parse, rate-limit and hand each message to the hub."""
     config = request.app[CONFIG]
     if not origin_allowed(request):
-        raise web.HTTPForbidden(
-            text=json.dumps({"code": "bad-origin", "message": "cross-origin WebSocket refused"}),
-            content_type="application/json",
-        )
+        raise api_error(403, "bad-origin", "cross-origin WebSocket refused")
     ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=protocol.MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)

@@ -181,3 +181,23 @@ def test_serve_speaks_https_with_its_own_certificate(tmp_path):
     finally:
         output = stop_server(proc)
     assert "on https://" in output
+
+
+def test_users_import_checks_every_row_first_and_disable_ends_access(tmp_path):
+    data = tmp_path / "data"
+    good = tmp_path / "staff.csv"
+    good.write_text("login,name,email,password\nanna,Anna Berg,anna@example.org,a long password\n"
+                    "bert,Bert Kraus,,\n", encoding="utf-8")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("login,name,email,password\ncarla,Carla,,a long password\n,No Login,,\n", encoding="utf-8")
+    refused = admin("users", "import", str(bad), data=data)
+    assert refused.returncode == 1 and "line 3" in refused.stderr
+    assert "carla" not in admin("users", "list", data=data).stdout  # nothing was imported
+    done = admin("users", "import", str(good), data=data)
+    assert done.returncode == 0 and "imported 2 users" in done.stdout
+    again = admin("users", "import", str(good), data=data)
+    assert "skipped 2" in again.stdout
+    assert admin("users", "disable", "anna", data=data).returncode == 0
+    listing = admin("users", "list", data=data).stdout.splitlines()
+    assert any(line.startswith("anna") and "disabled" in line for line in listing)
+    assert any(line.startswith("bert") and line.rstrip().endswith("no") for line in listing)  # SSO only

@@ -70,7 +70,7 @@ def test_hub_handshake_requires_hello_with_our_version():
 
 def test_hub_full_room_refuses_and_changes_nothing():
     hub = Hub(max_room_size=2)
-    (a, ia), (b, ib), (c, ic) = greeted(hub), greeted(hub), greeted(hub)
+    (a, ia), (b, ib), (c, _) = greeted(hub), greeted(hub), greeted(hub)
     hub.handle(a, {"type": "join", "room": "r", "name": "A"})
     hub.handle(b, {"type": "join", "room": "r", "name": "B"})
     before = (list(hub.rooms["r"].members), len(ia), len(ib))
@@ -83,7 +83,7 @@ def test_hub_full_room_refuses_and_changes_nothing():
 
 def test_hub_routes_to_one_peer_of_the_same_room_only():
     hub = Hub()
-    (a, ia), (b, ib), (c, ic), (x, ix) = greeted(hub), greeted(hub), greeted(hub), greeted(hub)
+    (a, _), (b, ib), (c, ic), (x, ix) = greeted(hub), greeted(hub), greeted(hub), greeted(hub)
     for s, name in [(a, "A"), (b, "B"), (c, "C")]:
         hub.handle(s, {"type": "join", "room": "r", "name": name})
     hub.handle(x, {"type": "join", "room": "other", "name": "X"})

@@ -14,7 +14,7 @@ import queue
 import resource
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .bot import Bot, BotOptions
