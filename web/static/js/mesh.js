@@ -1,0 +1,116 @@
+// One RTCPeerConnection per remote participant, negotiated as docs/protocol.md says:
+// the newcomer offers; only a pair's offerer offers again (ICE restart); candidates
+// trickle, and those that arrive before the remote description wait in a queue.
+// No DOM access: the UI sets the on... callbacks.
+
+/**
+ * @typedef {{id: string, pc: RTCPeerConnection, offerer: boolean, pending: object[],
+ *            stream: MediaStream, name: string, media: object}} Peer
+ */
+
+export class Mesh {
+  /**
+   * @param {import('./protocol.js').ServerConnection} conn
+   * @param {RTCIceServer[]} iceServers from the server's welcome (possibly empty)
+   * @param {MediaStream} localStream what we send (audio only in an audio-only call)
+   */
+  constructor(conn, iceServers, localStream) {
+    this.conn = conn;
+    this.iceServers = iceServers;
+    this.localStream = localStream;
+    /** @type {Map<string, Peer>} */
+    this.peers = new Map();
+    /** @type {(peer: Peer) => void} a peer's stream got a track */
+    this.ontrack = () => {};
+    /** @type {(peer: Peer, state: string) => void} */
+    this.onstate = () => {};
+    /** @type {(peer: Peer) => void} */
+    this.onremove = () => {};
+  }
+
+  /** As the newcomer: offer to everyone already in the room. @param {object[]} members */
+  offerTo(members) {
+    for (const m of members) this.negotiate(this.add(m.id, m.name, m.media, true), false);
+  }
+
+  /** A member announced by peer-joined; it will offer to us. */
+  expect(member) {
+    this.add(member.id, member.name, member.media, false);
+  }
+
+  /** Handle offer, answer, candidate and renegotiate messages. @param {object} msg */
+  async signal(msg) {
+    const peer = this.peers.get(msg.from);
+    if (!peer) return;
+    try {
+      if (msg.type === 'offer') {
+        await peer.pc.setRemoteDescription({type: 'offer', sdp: msg.sdp});
+        await this.flush(peer);
+        await peer.pc.setLocalDescription();
+        this.conn.send({type: 'answer', to: peer.id, sdp: peer.pc.localDescription.sdp});
+      } else if (msg.type === 'answer') {
+        await peer.pc.setRemoteDescription({type: 'answer', sdp: msg.sdp});
+        await this.flush(peer);
+      } else if (msg.type === 'candidate') {
+        peer.pending.push(msg.candidate);
+        if (peer.pc.remoteDescription) await this.flush(peer);
+      } else if (msg.type === 'renegotiate' && peer.offerer) {
+        await this.negotiate(peer, true);
+      }
+    } catch (e) {
+      console.warn('signaling with', peer.name, 'failed:', e);
+    }
+  }
+
+  /** Forget a peer that left. @param {string} id */
+  remove(id) {
+    const peer = this.peers.get(id);
+    if (!peer) return;
+    this.peers.delete(id);
+    peer.pc.close();
+    this.onremove(peer);
+  }
+
+  /** Close every connection (leaving, or reconnecting under a new id). */
+  close() {
+    for (const id of [...this.peers.keys()]) this.remove(id);
+  }
+
+  add(id, name, media, offerer) {
+    const pc = new RTCPeerConnection({iceServers: this.iceServers});
+    /** @type {Peer} */
+    const peer = {id, pc, offerer, pending: [], stream: new MediaStream(), name, media: media || {}};
+    this.peers.set(id, peer);
+    for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
+    pc.onicecandidate = (e) => {
+      this.conn.send({type: 'candidate', to: id, candidate: e.candidate ? e.candidate.toJSON() : null});
+    };
+    pc.ontrack = (e) => {
+      peer.stream.addTrack(e.track);
+      this.ontrack(peer);
+    };
+    pc.onconnectionstatechange = () => {
+      this.onstate(peer, pc.connectionState);
+      if (pc.connectionState === 'failed') {
+        // Only the offerer restarts; the other side asks it to.
+        if (peer.offerer) this.negotiate(peer, true);
+        else this.conn.send({type: 'renegotiate', to: id});
+      }
+    };
+    return peer;
+  }
+
+  async negotiate(peer, restart) {
+    if (restart) peer.pc.restartIce();
+    await peer.pc.setLocalDescription(await peer.pc.createOffer({iceRestart: restart}));
+    const msg = {type: 'offer', to: peer.id, sdp: peer.pc.localDescription.sdp};
+    if (restart) msg.restart = true;
+    this.conn.send(msg);
+  }
+
+  async flush(peer) {
+    const pending = peer.pending;
+    peer.pending = [];
+    for (const c of pending) await peer.pc.addIceCandidate(c === null ? undefined : c);
+  }
+}
