@@ -1,28 +1,22 @@
-"""Real Chromium (Debian's, driven by Playwright) against the real server and a bot."""
+"""The browser client in real Chromium (Debian's, driven by Playwright), with bots."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 import shutil
 
 import pytest
-from playwright.async_api import async_playwright
+from playwright.async_api import async_playwright, expect
 
 from p2pconf.bots.bot import Bot, BotOptions
 from p2pconf.bots.netif import use_host_addresses
 
+from .browser import (CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, enter_as_guest, new_page, screenshot, sign_in,
+                      tile, wait_playing)
+from p2pconf.appkeys import HUB
+
 from .conftest import wait_until
 from .org import signed_in
-
-CHROMIUM = os.environ.get("P2PCONF_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--use-fake-device-for-media-stream",  # a synthetic camera and microphone
-    "--use-fake-ui-for-media-stream",  # grant the permission prompt
-    "--allow-loopback-in-peer-connection",  # ICE over 127.0.0.1, like the bots
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
 
 
 @pytest.fixture
@@ -42,30 +36,142 @@ def loopback():
     use_host_addresses(None)
 
 
-async def test_guest_in_chromium_and_a_bot_see_and_hear_each_other(org, chromium, loopback):
+@pytest.fixture
+async def bots():
+    started: list[Bot] = []
+    yield started
+    await asyncio.gather(*(b.close() for b in started), return_exceptions=True)
+
+
+def base_of(org) -> str:
+    return str(org.make_url("/")).rstrip("/")
+
+
+async def guest_link(org, name: str = "Kunde Meier") -> str:
     anna = await signed_in(org, "anna")
-    _, made = await anna.json("POST", "/api/rooms", {"name": "Browser und Bot"})
-    link = made["invite"]["link"]
-    bot = Bot(1, anna.base, "", BotOptions(invite=link))
+    _, made = await anna.json("POST", "/api/rooms", {"name": name})
+    return made["invite"]["link"]
+
+
+async def test_a_calls_b_with_video_and_both_see_each_other(org, chromium, loopback):
+    base = base_of(org)
+    a, b = await new_page(chromium), await new_page(chromium)
+    await sign_in(a, base, "anna")
+    await sign_in(b, base, "bert")
+    await expect(a.get_by_text("Entscheidung merken")).to_be_visible()  # the permission explanation
+    await screenshot(a, "start-desktop")
+    await a.get_by_role("checkbox", name="Bert Kraus", exact=True).check()
+    await a.get_by_role("radio", name="Audio und Video").check()
+    await a.get_by_role("button", name="Anruf starten").click()
+    await a.wait_for_url("**/r/**")
+    await expect(b.get_by_role("button", name="Annehmen")).to_be_visible(timeout=10_000)
+    await screenshot(b, "incoming-call-desktop")
+    await b.get_by_role("button", name="Annehmen").click()
+    await b.wait_for_url("**/r/**")
+    await wait_playing(tile(a, "Bert Kraus").locator("video"))
+    await wait_playing(tile(b, "Anna Berg").locator("video"))
+    await expect(a.get_by_text("Bert Kraus: angenommen")).to_be_visible()
+    await screenshot(a, "call-desktop")
+
+
+async def test_audio_only_call_carries_no_video_tracks(org, chromium, loopback):
+    base = base_of(org)
+    a, b = await new_page(chromium), await new_page(chromium)
+    await sign_in(a, base, "anna")
+    await sign_in(b, base, "bert")
+    await a.get_by_role("checkbox", name="Bert Kraus", exact=True).check()
+    await a.get_by_role("radio", name="Nur Audio").check()
+    await a.get_by_role("button", name="Anruf starten").click()
+    await b.get_by_role("button", name="Annehmen").click()
+    await b.wait_for_url("**/r/**")
+    count_video = """() => {
+        const pcs = [...window.p2pconf.mesh.peers.values()].map(p => p.pc);
+        if (!pcs.length || pcs.some(pc => pc.connectionState !== 'connected')) return -1;
+        return pcs.flatMap(pc => [...pc.getSenders(), ...pc.getReceivers()])
+                  .filter(x => x.track && x.track.kind === 'video').length
+             + pcs.filter(pc => pc.remoteDescription.sdp.includes('m=video')).length;
+    }"""
+    for page in (a, b):
+        await page.wait_for_function(f"({count_video})() === 0", timeout=15_000)
+        await expect(page.get_by_role("button", name="Video ausschalten")).to_be_hidden()
+
+
+async def test_guest_room_link_dialog_and_a_guest_joining_by_link(org, chromium, loopback):
+    base = base_of(org)
+    anna, guest = await new_page(chromium), await new_page(chromium, PHONE)
+    await sign_in(anna, base, "anna")
+    await anna.get_by_role("button", name="externe Teilnehmer einladen").click()
+    await anna.get_by_label("Raumname").fill("Kunde Meier")
+    await anna.get_by_role("button", name="OK").click()
+    await anna.wait_for_url("**/r/**")
+    field = anna.get_by_label("Einladungslink")
+    await expect(field).to_be_visible()
+    assert await field.get_attribute("readonly") is not None
+    link = await field.input_value()
+    assert "/j/" in link
+    await expect(anna.get_by_role("button", name="Link kopieren")).to_be_visible()
+    await screenshot(anna, "invite-link-desktop")
+    await anna.get_by_role("button", name="Schließen").click()
+    await guest.goto(link)
+    await screenshot(guest, "guest-name-phone")
+    await enter_as_guest(guest, link, "Frau <b>Meier</b>")
+    await wait_playing(tile(anna, "Frau <b>Meier</b>").locator("video"))  # the name, as text
+    await wait_playing(tile(guest, "Anna Berg").locator("video"))
+    await screenshot(guest, "call-phone")
+
+
+async def test_six_way_mesh_of_three_browsers_and_three_bots(org, chromium, loopback, bots):
+    link = await guest_link(org, "Sechs")
+    pages = [await new_page(chromium) for _ in range(3)]
+    for i, page in enumerate(pages, start=1):
+        await enter_as_guest(page, link, f"Browser {i}")
+    for i in range(1, 4):
+        bot = Bot(i, base_of(org), "", BotOptions(invite=link))
+        bots.append(bot)
+        await bot.start()
+    others = {f"Browser {i}" for i in range(1, 4)} | {f"bot-{i}" for i in range(1, 4)}
+    for i, page in enumerate(pages, start=1):
+        for name in sorted(others - {f"Browser {i}"}):
+            await wait_playing(tile(page, name).locator("video"), timeout_ms=45_000)
+    # every bot gets audio and video from each of the three browsers (and from the other bots)
+    await wait_until(lambda: all(b.flowing() == 10 for b in bots), timeout=45)
+    await screenshot(pages[0], "six-way-desktop")
+
+    first = pages[0]
+    # clicking a tile puts that participant in the centre
+    await tile(first, "bot-2").click()
+    await expect(tile(first, "bot-2")).to_have_attribute("aria-current", "true")
+    await expect(first.locator("#stage-name")).to_have_text("bot-2")
+    await tile(first, "Browser 1").click()  # yourself, too
+    await expect(tile(first, "Browser 1")).to_have_attribute("aria-current", "true")
+
+    # muting is seen by the others: a tile indicator in browsers, the state in bots
+    await first.get_by_role("button", name="Mikrofon ausschalten").click()
+    await first.get_by_role("button", name="Video ausschalten").click()
+    await expect(first.get_by_role("button", name="Mikrofon einschalten")).to_be_visible()
+    for page in pages[1:]:
+        await expect(tile(page, "Browser 1")).to_contain_text("Mikrofon aus")
+        await expect(tile(page, "Browser 1")).to_contain_text("Kamera aus")
+    await wait_until(lambda: all(
+        any(l.name == "Browser 1" and l.media.get("mic") is False and l.media.get("cam") is False
+            for l in b.links.values()) for b in bots), timeout=10)
+
+    # "Beenden" takes the participant out of everyone's tiles
+    await pages[2].get_by_role("button", name="Beenden").click()
+    for page in pages[:2]:
+        await expect(tile(page, "Browser 3")).to_have_count(0, timeout=10_000)
+    await wait_until(lambda: all(all(l.name != "Browser 3" for l in b.links.values()) for b in bots), timeout=10)
+
+
+async def test_a_seventh_joiner_is_told_the_room_is_full(org, chromium, loopback, bots):
+    org.app[HUB].max_room_size = 2
+    link = await guest_link(org, "Klein")
+    bot = Bot(1, base_of(org), "", BotOptions(invite=link))
+    bots.append(bot)
     await bot.start()
-    try:
-        page = await (await chromium.new_context()).new_page()
-        await page.goto(link)
-        await page.get_by_label("Anzeigename").fill("Gast im Browser")
-        await page.get_by_role("button", name="Beitreten").click()
-        await page.wait_for_url("**/r/**")
-        tile = page.get_by_role("figure", name="bot-1")
-        video = tile.locator("video")
-        await video.wait_for(timeout=15_000)
-        await page.wait_for_function(
-            "v => v.videoWidth > 0 && v.currentTime > 0.5", arg=await video.element_handle(), timeout=15_000)
-        first = await video.evaluate("v => v.currentTime")
-        await page.wait_for_function("([v, t]) => v.currentTime > t + 0.5",
-                                     arg=[await video.element_handle(), first], timeout=10_000)
-        # and the bot receives the browser's synthetic camera and microphone
-        await wait_until(lambda: bot.flowing() == 2, timeout=15)
-        link_ = next(iter(bot.links.values()))
-        assert link_.name == "Gast im Browser" and not link_.offerer  # the newcomer (browser) offered
-        await wait_until(lambda: link_.meters["video"].frames > 10, timeout=10)
-    finally:
-        await bot.close()
+    first, late = await new_page(chromium), await new_page(chromium, PHONE)
+    await enter_as_guest(first, link, "Erste")
+    await enter_as_guest(late, link, "Zu spät")
+    await expect(late.get_by_text("Der Raum ist voll")).to_be_visible(timeout=10_000)
+    await screenshot(late, "room-full-phone")
+    await expect(tile(first, "Zu spät")).to_have_count(0)

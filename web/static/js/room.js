@@ -1,87 +1,208 @@
-// The conference view: own picture, one tile per participant, "Beenden".
+// The conference view: a large picture in the centre, one tile per participant at
+// the right edge (yourself included), mute toggles and "Beenden" (top left).
 // Only wires protocol.js and mesh.js to the page; names are inserted as text.
 
+import * as api from './api.js';
 import {ServerConnection, serverUrl} from './protocol.js';
 import {Mesh} from './mesh.js';
 
-const roomId = document.body.dataset.room;
-const tiles = document.getElementById('tiles');
-const banner = document.getElementById('banner');
+const $ = (id) => document.getElementById(id);
+const {room: roomId, mode: roomMode} = document.body.dataset;
+const STATUS = {ringing: 'klingelt …', accepted: 'angenommen', declined: 'abgelehnt', busy: 'besetzt',
+                missed: 'nicht erreicht'};
+const SELF = 'self';
 
-/** A participant's tile: their video and their name, as text. */
-function tile(id, name, stream, self = false) {
-  let figure = document.getElementById(`tile-${id}`);
-  if (!figure) {
-    figure = document.createElement('figure');
-    figure.id = `tile-${id}`;
-    figure.className = self ? 'tile self' : 'tile';
+let centre = SELF;
+/** @type {Map<string, {name: string, stream: MediaStream, media: object, note: string}>} */
+const people = new Map();
+
+function say(text) {
+  $('banner').textContent = text;
+  $('banner').hidden = !text;
+}
+
+/** Draw (or update) the tile of one participant. */
+function drawTile(id) {
+  const person = people.get(id);
+  let tile = $(`tile-${id}`);
+  if (!tile) {
+    tile = document.createElement('button');
+    tile.type = 'button';
+    tile.id = `tile-${id}`;
+    tile.className = id === SELF ? 'tile self' : 'tile';
     const video = document.createElement('video');
     video.autoplay = true;
     video.playsInline = true;
-    video.muted = self;
-    const caption = document.createElement('figcaption');
-    caption.textContent = name;
-    figure.append(video, caption);
-    figure.setAttribute('aria-label', name);
-    tiles.append(figure);
+    video.muted = id === SELF;
+    const name = document.createElement('span');
+    name.className = 'name';
+    const flags = document.createElement('span');
+    flags.className = 'flags';
+    tile.append(video, name, flags);
+    tile.onclick = () => { centre = id; drawStage(); };
+    $('tiles').append(tile);
   }
-  const video = figure.querySelector('video');
-  if (video.srcObject !== stream) video.srcObject = stream;
-  return figure;
+  const video = tile.querySelector('video');
+  if (video.srcObject !== person.stream) video.srcObject = person.stream;
+  tile.querySelector('.name').textContent = person.name;
+  const flags = [];
+  if (person.media.mic === false) flags.push('Mikrofon aus');
+  if (person.media.cam === false) flags.push('Kamera aus');
+  if (person.note) flags.push(person.note);
+  const box = tile.querySelector('.flags');
+  box.replaceChildren(...flags.map((f) => Object.assign(document.createElement('span'), {textContent: f})));
+  drawStage();
 }
 
-function say(text) {
-  banner.textContent = text;
-  banner.hidden = !text;
+function dropTile(id) {
+  people.delete(id);
+  $(`tile-${id}`)?.remove();
+  if (centre === id) centre = SELF;
+  drawStage();
+}
+
+function drawStage() {
+  if (!people.has(centre)) centre = SELF;
+  const person = people.get(centre);
+  for (const tile of $('tiles').children) {
+    if (tile.id === `tile-${centre}`) tile.setAttribute('aria-current', 'true');
+    else tile.removeAttribute('aria-current');
+  }
+  if (!person) return;
+  if ($('stage-video').srcObject !== person.stream) $('stage-video').srcObject = person.stream;
+  $('stage-name').textContent = person.name;
+}
+
+// A mesh sends one stream per peer: ask for a modest picture (the camera may give more).
+const VIDEO = {width: {ideal: 640}, height: {ideal: 360}, frameRate: {ideal: 15, max: 24}};
+
+async function camera(video) {
+  try {
+    return await navigator.mediaDevices.getUserMedia({audio: true, video: video && VIDEO});
+  } catch (e) {
+    if (!video) throw e;
+    // No camera or no permission: offer to take part with sound only.
+    $('audio-only-offer').hidden = false;
+    await new Promise((resolve) => { $('join-audio-only').onclick = resolve; });
+    $('audio-only-offer').hidden = true;
+    return navigator.mediaDevices.getUserMedia({audio: true, video: false});
+  }
+}
+
+function showLink() {
+  const link = sessionStorage.getItem(`p2pconf.link.${roomId}`);
+  if (!link) return;
+  $('invite-link').value = link;
+  $('copy-link').onclick = async () => {
+    try {
+      await navigator.clipboard.writeText(link);
+    } catch (e) {
+      $('invite-link').select();
+      document.execCommand('copy');
+    }
+    $('copy-link').textContent = 'Kopiert';
+  };
+  $('link-dialog').showModal();
+}
+
+function showStatus(msg) {
+  let item = $(`status-${msg.login}`);
+  if (!item) {
+    item = document.createElement('li');
+    item.id = `status-${msg.login}`;
+    $('call-status').append(item);
+  }
+  item.textContent = `${msg.name}: ${STATUS[msg.status] || msg.status}`;
 }
 
 async function main() {
-  const me = await (await fetch('/api/me')).json();
-  const call = me.kind === 'guest' ? {mode: 'audio+video'} : {};
+  const me = await api.me();
   let stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({audio: true, video: call.mode !== 'audio-only'});
+    stream = await camera(roomMode !== 'audio-only');
   } catch (e) {
-    say('Kamera oder Mikrofon nicht verfügbar – Teilnahme nur mit Ton.');
-    stream = await navigator.mediaDevices.getUserMedia({audio: true, video: false});
-  }
-  const conn = new ServerConnection(serverUrl());
-  const welcome = await conn.connect();
-  const hasVideo = stream.getVideoTracks().length > 0;
-  const media = {mode: hasVideo ? 'audio+video' : 'audio-only', mic: true, cam: hasVideo};
-  let joined;
-  try {
-    joined = await conn.join(roomId, me.name, media);
-  } catch (e) {
-    say(e.code === 'room-full' ? 'Der Raum ist voll.' : `Beitritt nicht möglich: ${e.message}`);
+    say('Ohne Mikrofon ist keine Teilnahme möglich. Bitte erlauben Sie den Zugriff und laden Sie die Seite neu.');
     return;
   }
-  tile('self', me.name, stream, true);
-  let mesh = new Mesh(conn, welcome.iceServers, stream);
-  const wire = (m) => {
-    m.ontrack = (peer) => tile(peer.id, peer.name, peer.stream);
-    m.onremove = (peer) => document.getElementById(`tile-${peer.id}`)?.remove();
+  const hasVideo = stream.getVideoTracks().length > 0;
+  const media = {mode: hasVideo ? 'audio+video' : 'audio-only', mic: true, cam: hasVideo};
+  $('cam').hidden = !hasVideo;
+  const conn = new ServerConnection(serverUrl());
+  let joined;
+  try {
+    await conn.connect();
+    joined = await conn.join(roomId, me.name, media);
+  } catch (e) {
+    say(e.code === 'room-full' ? 'Der Raum ist voll: Es können höchstens 6 Personen teilnehmen.'
+                               : `Beitritt nicht möglich: ${e.message}`);
+    for (const t of stream.getTracks()) t.stop();
+    return;
+  }
+  people.set(SELF, {name: me.name, stream, media, note: ''});
+  drawTile(SELF);
+  showLink();
+
+  let mesh;
+  const startMesh = (peers) => {
+    mesh = new Mesh(conn, conn.welcome.iceServers, stream);
+    mesh.ontrack = (peer) => {
+      const person = people.get(peer.id) || {name: peer.name, stream: peer.stream, media: peer.media, note: ''};
+      people.set(peer.id, person);
+      drawTile(peer.id);
+    };
+    mesh.onstate = (peer, state) => {
+      const person = people.get(peer.id);
+      if (!person) return;
+      person.note = state === 'failed' || state === 'disconnected' ? 'Verbindung gestört – neuer Versuch …' : '';
+      drawTile(peer.id);
+    };
+    mesh.onremove = (peer) => dropTile(peer.id);
+    mesh.offerTo(peers);
   };
-  wire(mesh);
-  mesh.offerTo(joined.peers);
+  startMesh(joined.peers);
+
   conn.onmessage = (msg) => {
     if (msg.type === 'peer-joined') mesh.expect(msg.peer);
     else if (msg.type === 'peer-left') mesh.remove(msg.id);
+    else if (msg.type === 'peer-media') {
+      const peer = mesh.peers.get(msg.id);
+      if (peer) peer.media = msg.media;
+      const person = people.get(msg.id);
+      if (person) { person.media = msg.media; drawTile(msg.id); }
+    } else if (msg.type === 'call-status' && msg.call === roomId) showStatus(msg);
     else if (['offer', 'answer', 'candidate', 'renegotiate'].includes(msg.type)) mesh.signal(msg);
   };
   conn.onconnectionlost = (lost) => say(lost ? 'Verbindung zum Server unterbrochen – neuer Versuch …' : '');
   conn.onreconnected = (again) => {
     mesh.close();
-    mesh = new Mesh(conn, conn.welcome.iceServers, stream);
-    wire(mesh);
-    mesh.offerTo(again.peers);
+    startMesh(again.peers);
   };
-  document.getElementById('leave').onclick = () => {
+
+  const toggle = (button, kind, on, off, key) => {
+    button.onclick = () => {
+      const tracks = kind === 'audio' ? stream.getAudioTracks() : stream.getVideoTracks();
+      const enabled = !tracks[0].enabled;
+      for (const t of tracks) t.enabled = enabled;
+      button.textContent = enabled ? off : on;
+      button.setAttribute('aria-pressed', String(!enabled));
+      people.get(SELF).media[key] = enabled;
+      conn.setMedia({[key]: enabled});
+      drawTile(SELF);
+    };
+  };
+  toggle($('mic'), 'audio', 'Mikrofon einschalten', 'Mikrofon ausschalten', 'mic');
+  toggle($('cam'), 'video', 'Video einschalten', 'Video ausschalten', 'cam');
+
+  $('leave').onclick = () => {
     mesh.close();
     conn.close();
     for (const t of stream.getTracks()) t.stop();
+    $('tiles').replaceChildren();
+    $('stage-video').srcObject = null;
+    people.clear();
     say('Sie haben die Konferenz verlassen.');
-    tiles.replaceChildren();
+    $('leave').disabled = true;
+    if (me.kind === 'user') setTimeout(() => { location.href = '/'; }, 1500);
   };
   window.p2pconf = {conn, get mesh() { return mesh; }};  // for tests and debugging
 }

@@ -1,0 +1,64 @@
+"""Helpers for tests in real Chromium: launch, sign in, find tiles, wait for playing video."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from playwright.async_api import Browser, Locator, Page
+
+from .org import PASSWORD
+
+CHROMIUM = os.environ.get("P2PCONF_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--use-fake-device-for-media-stream",  # a synthetic camera and microphone
+    "--use-fake-ui-for-media-stream",  # grant the permission prompt
+    "--allow-loopback-in-peer-connection",  # ICE over 127.0.0.1, like the bots
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 360, "height": 740}
+
+
+async def new_page(browser: Browser, viewport: dict = DESKTOP) -> Page:
+    context = await browser.new_context(viewport=viewport, locale="de-DE")
+    return await context.new_page()
+
+
+async def sign_in(page: Page, base: str, login: str, password: str = PASSWORD) -> None:
+    await page.goto(base + "/login")
+    await page.get_by_label("Benutzername").fill(login)
+    await page.get_by_label("Passwort").fill(password)
+    await page.get_by_role("button", name="Anmelden").click()
+    await page.wait_for_url(base + "/")
+
+
+async def enter_as_guest(page: Page, link: str, name: str) -> None:
+    await page.goto(link)
+    await page.get_by_label("Anzeigename").fill(name)
+    await page.get_by_role("button", name="Beitreten").click()
+    await page.wait_for_url("**/r/**")
+
+
+def tile(page: Page, name: str) -> Locator:
+    """A participant's tile: a button whose accessible name starts with the display name."""
+    return page.locator(".tile").filter(has=page.locator(".name", has_text=name))
+
+
+async def wait_playing(video: Locator, timeout_ms: int = 20_000) -> None:
+    """Bounded wait until the video shows frames and its clock advances."""
+    handle = await video.element_handle(timeout=timeout_ms)
+    await video.page.wait_for_function("v => v.videoWidth > 0 && v.currentTime > 0.3", arg=handle,
+                                       timeout=timeout_ms)
+    then = await video.evaluate("v => v.currentTime")
+    await video.page.wait_for_function("([v, t]) => v.currentTime > t + 0.3", arg=[handle, then],
+                                       timeout=timeout_ms)
+
+
+async def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))

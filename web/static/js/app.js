@@ -1,0 +1,114 @@
+// The module's start page: directory, mode switch, "Anruf starten", guest rooms, incoming calls.
+// Wires api.js and protocol.js to the page; names are always inserted as text.
+
+import * as api from './api.js';
+import {ServerConnection, serverUrl} from './protocol.js';
+import {startRinging} from './ring.js';
+
+const $ = (id) => document.getElementById(id);
+const PRESENCE = {online: 'online', 'in-call': 'im Gespräch', offline: 'offline'};
+const selected = new Set();
+
+function say(text) {
+  $('banner').textContent = text;
+  $('banner').hidden = !text;
+}
+
+async function loadDirectory() {
+  const {users} = await api.call('GET', '/api/users');
+  const query = $('search').value.trim().toLowerCase();
+  const list = $('users');
+  list.replaceChildren();
+  for (const user of users) {
+    if (user.me || (query && !user.name.toLowerCase().includes(query) && !user.login.toLowerCase().includes(query))) continue;
+    const item = document.createElement('li');
+    const label = document.createElement('label');
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.checked = selected.has(user.login);
+    box.onchange = () => {
+      if (box.checked) selected.add(user.login); else selected.delete(user.login);
+      $('start').disabled = selected.size === 0;
+    };
+    label.append(box, document.createTextNode(user.name));
+    const presence = document.createElement('span');
+    presence.className = `presence ${user.presence}`;
+    presence.textContent = PRESENCE[user.presence] || user.presence;
+    item.append(label, presence);
+    list.append(item);
+  }
+}
+
+async function showSelf() {
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: false});
+    $('self').srcObject = stream;
+  } catch (e) {
+    document.querySelector('input[name=mode][value="audio-only"]').checked = true;
+    say('Keine Kamera gefunden oder kein Zugriff erlaubt – Sie können „Nur Audio“ telefonieren.');
+  }
+}
+
+function listenForCalls() {
+  const conn = new ServerConnection(serverUrl());
+  let stopRinging = null;
+  conn.onmessage = (msg) => {
+    if (msg.type === 'ring') {
+      $('ring-title').textContent = `${msg.from.name} ruft an (${msg.mode === 'audio-only' ? 'nur Audio' : 'Audio und Video'})`;
+      $('ring-dialog').dataset.call = msg.call;
+      if (!$('ring-dialog').open) $('ring-dialog').showModal();
+      if (!stopRinging) stopRinging = startRinging();
+    } else if (msg.type === 'ring-ended' && $('ring-dialog').dataset.call === msg.call) {
+      $('ring-dialog').close();
+    }
+  };
+  $('ring-dialog').onclose = () => { if (stopRinging) stopRinging(); stopRinging = null; };
+  $('accept').onclick = async () => {
+    const id = $('ring-dialog').dataset.call;
+    const answer = await api.call('POST', `/api/calls/${id}/accept`);
+    location.href = `/r/${answer.room}`;
+  };
+  $('decline').onclick = async () => {
+    await api.call('POST', `/api/calls/${$('ring-dialog').dataset.call}/decline`).catch(() => {});
+    $('ring-dialog').close();
+  };
+  conn.onconnectionlost = (lost) => say(lost ? 'Verbindung zum Server unterbrochen – neuer Versuch …' : '');
+  conn.connect().catch(() => conn.lost());
+}
+
+async function main() {
+  await api.me();
+  if (!localStorage.getItem('p2pconf.permission-explained')) $('permission').hidden = false;
+  $('permission-ok').onclick = () => {
+    localStorage.setItem('p2pconf.permission-explained', '1');
+    $('permission').hidden = true;
+  };
+  $('search').oninput = loadDirectory;
+  $('start').onclick = async () => {
+    const mode = document.querySelector('input[name=mode]:checked').value;
+    try {
+      const call = await api.call('POST', '/api/calls', {invitees: [...selected], mode});
+      location.href = `/r/${call.room.id}`;
+    } catch (e) {
+      say(`Der Anruf konnte nicht gestartet werden: ${e.message}`);
+    }
+  };
+  $('invite').onclick = () => $('room-dialog').showModal();
+  $('room-dialog').onclose = async () => {
+    const name = $('room-name').value.trim();
+    if ($('room-dialog').returnValue !== 'ok' || !name) return;
+    try {
+      const made = await api.call('POST', '/api/rooms', {name});
+      sessionStorage.setItem(`p2pconf.link.${made.room.id}`, made.invite.link);
+      location.href = `/r/${made.room.id}`;
+    } catch (e) {
+      say(`Der Raum konnte nicht angelegt werden: ${e.message}`);
+    }
+  };
+  await loadDirectory();
+  setInterval(() => loadDirectory().catch(() => {}), 10000);
+  listenForCalls();
+  showSelf();
+}
+
+main();
