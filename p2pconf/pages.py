@@ -13,6 +13,7 @@ from . import __version__, protocol
 from .appkeys import CONFIG, IDENTITY, STORE, THROTTLE
 from .auth import SESSION_COOKIE, SsoError, attempt_sign_in, read_sso_token
 from .middleware import form_csrf, set_session_cookie, site_origin
+from .i18n import TEXTS, pick_language
 from .protocol import ProtocolError
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")  # secrets.token_urlsafe(24)
@@ -29,7 +30,16 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/r/{room}", room_page)
 
 
+def texts(request: web.Request) -> dict[str, Any]:
+    """The UI's words in the language the browser prefers (German unless English)."""
+    return TEXTS[pick_language(request.headers.get("Accept-Language"))]
+
+
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    words = texts(request)
+    context.setdefault("t", lambda key, **kw: words[key].format(**kw) if kw else words[key])
+    context.setdefault("texts", {k: v for k, v in words.items() if isinstance(v, str)})
+    context.setdefault("lang", "en" if words is TEXTS["en"] else "de")
     context.setdefault("csrf", form_csrf(request))
     context.setdefault("identity", request[IDENTITY])
     context.setdefault("version", __version__)
@@ -65,11 +75,11 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
                                        request.remote or "?")
     if wait:
         response = render(request, "login.html", status=429,
-                          error=f"Zu viele Fehlversuche. Bitte in {int(wait / 60) + 1} Minuten erneut versuchen.")
+                          error=texts(request)["throttled"].format(minutes=int(wait / 60) + 1))
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
     if user is None:
-        return render(request, "login.html", status=401, error="Benutzername oder Passwort ist falsch.")
+        return render(request, "login.html", status=401, error=texts(request)["bad_credentials"])
     return await _start_session(request, user=user)
 
 
@@ -93,20 +103,17 @@ async def sso(request: web.Request) -> web.StreamResponse:
     """The host platform's top-bar icon links here with a short-lived signed token."""
     secret = request.app[CONFIG].sso_secret
     if not secret:
-        return render(request, "message.html", status=404, title="Anmeldung nicht eingerichtet",
-                      message="Die Anmeldung über die Plattform ist auf diesem Server nicht eingerichtet.")
+        return message_page(request, 404, "sso-off")
     try:
         claims = read_sso_token(request.query.get("token", ""), secret)
     except SsoError as exc:
-        return render(request, "message.html", status=401, title="Anmeldung fehlgeschlagen", message=str(exc),
-                      code=exc.code)
+        return message_page(request, 401, exc.code, key="sso-failed", message=str(exc))
     store = request.app[STORE]
     user = await store.user_by_login(claims["login"])
     if user is None:
         user = await store.add_user(claims["login"], claims["name"], claims["email"])
     elif not user.active:
-        return render(request, "message.html", status=403, title="Zugang gesperrt",
-                      message="Dieses Konto ist deaktiviert.", code="user-disabled")
+        return message_page(request, 403, "user-disabled")
     elif (user.name, user.email) != (claims["name"], claims["email"] or user.email):
         await store.update_user(user.id, name=claims["name"], email=claims["email"])
     return await _start_session(request, user=user)
@@ -114,12 +121,13 @@ async def sso(request: web.Request) -> web.StreamResponse:
 
 # -- guest links ---------------------------------------------------------------------------
 
-INVITE_PROBLEMS = {
-    "malformed": (404, "Ungültiger Link", "Dieser Einladungslink ist nicht gültig. Bitte prüfen Sie, ob er vollständig kopiert wurde."),
-    "unknown": (404, "Unbekannter Link", "Zu diesem Einladungslink gibt es keinen Raum."),
-    "expired": (410, "Link abgelaufen", "Dieser Einladungslink ist abgelaufen. Bitten Sie um einen neuen Link."),
-    "revoked": (410, "Link zurückgezogen", "Dieser Einladungslink wurde zurückgezogen. Bitten Sie um einen neuen Link."),
-}
+INVITE_STATUS = {"malformed": 404, "unknown": 404, "expired": 410, "revoked": 410}
+
+
+def message_page(request: web.Request, status: int, code: str, key: str | None = None, **fmt: str) -> web.Response:
+    """A page that says what went wrong, in words; `code` is also in the page for programs."""
+    title, message = texts(request)[key or code]
+    return render(request, "message.html", status=status, title=title, message=message.format(**fmt), code=code)
 
 
 async def _invite_or_problem(request: web.Request):
@@ -134,11 +142,10 @@ async def _invite_or_problem(request: web.Request):
 
 
 def _problem(request: web.Request, problem: str) -> web.Response:
-    status, title, message = INVITE_PROBLEMS[problem]
-    code = f"invite-{problem}"
+    code, status = f"invite-{problem}", INVITE_STATUS[problem]
     if wants_json(request):
-        return web.json_response({"code": code, "message": message}, status=status)
-    return render(request, "message.html", status=status, title=title, message=message, code=code)
+        return web.json_response({"code": code, "message": TEXTS["en"][code][1]}, status=status)
+    return message_page(request, status, code)
 
 
 async def guest_page(request: web.Request) -> web.Response:
@@ -159,7 +166,7 @@ async def guest_submit(request: web.Request) -> web.StreamResponse:
         if wants_json(request):
             return web.json_response({"code": "bad-name", "message": exc.detail}, status=400)
         return render(request, "guest.html", status=400, room=invite.room, name=str(form.get("name", ""))[:80],
-                      error="Bitte einen Anzeigenamen mit 1 bis 40 Zeichen eingeben.")
+                      error=texts(request)["bad_name"])
     config = request.app[CONFIG]
     ttl = min(config.session_ttl_s, invite.expires_at - time.time())
     token, _ = await request.app[STORE].create_session(ttl_s=ttl, guest_room=invite.room, guest_name=name)
@@ -181,6 +188,5 @@ async def room_page(request: web.Request) -> web.Response:
         or (identity.is_user and await request.app[STORE].is_member(room_id, identity.user.id))
     )
     if not allowed:
-        return render(request, "message.html", status=403, title="Kein Zutritt",
-                      message="Dieser Raum ist nicht für Sie freigegeben.", code="room-forbidden")
+        return message_page(request, 403, "room-forbidden")
     return render(request, "room.html", room=room)

@@ -24,8 +24,8 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 740}
 
 
-async def new_page(browser: Browser, viewport: dict = DESKTOP) -> Page:
-    context = await browser.new_context(viewport=viewport, locale="de-DE")
+async def new_page(browser: Browser, viewport: dict = DESKTOP, locale: str = "de-DE") -> Page:
+    context = await browser.new_context(viewport=viewport, locale=locale)
     return await context.new_page()
 
 

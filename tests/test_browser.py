@@ -175,3 +175,43 @@ async def test_a_seventh_joiner_is_told_the_room_is_full(org, chromium, loopback
     await expect(late.get_by_text("Der Raum ist voll")).to_be_visible(timeout=10_000)
     await screenshot(late, "room-full-phone")
     await expect(tile(first, "Zu spät")).to_have_count(0)
+
+
+NO_CAMERA = """
+const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = (constraints) => constraints.video
+    ? Promise.reject(new DOMException('Permission denied', 'NotAllowedError'))
+    : original(constraints);
+"""
+
+
+async def test_without_a_camera_the_guest_is_offered_audio_only(org, chromium, loopback, bots):
+    link = await guest_link(org, "Ohne Kamera")
+    bot = Bot(1, base_of(org), "", BotOptions(invite=link))
+    bots.append(bot)
+    await bot.start()
+    page = await new_page(chromium)
+    await page.add_init_script(NO_CAMERA)
+    await enter_as_guest(page, link, "Ohne Kamera")
+    await page.get_by_role("button", name="Nur mit Audio teilnehmen").click()
+    await wait_playing(tile(page, "bot-1").locator("video"))  # still sees the others
+    await wait_until(lambda: bot.links and next(iter(bot.links.values())).meters.get("audio") is not None
+                     and next(iter(bot.links.values())).meters["audio"].frames > 10, timeout=20)
+    only = next(iter(bot.links.values()))
+    assert "video" not in only.meters and only.media == {"mode": "audio-only", "mic": True, "cam": False}
+
+
+async def test_english_when_the_browser_prefers_it(org, chromium):
+    base = base_of(org)
+    page = await new_page(chromium, locale="en-GB")
+    await page.goto(base + "/login")
+    await page.get_by_label("User name").fill("anna")
+    await page.get_by_label("Password").fill("correct horse battery")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(base + "/")
+    await expect(page.get_by_role("button", name="Start call")).to_be_visible()
+    await expect(page.get_by_role("radio", name="Audio only")).to_be_visible()
+    german = await new_page(chromium, PHONE)
+    await german.goto(base + "/login")
+    await expect(german.get_by_role("button", name="Anmelden")).to_be_visible()
+    await screenshot(german, "sign-in-phone")

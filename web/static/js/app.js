@@ -4,9 +4,9 @@
 import * as api from './api.js';
 import {ServerConnection, serverUrl} from './protocol.js';
 import {startRinging} from './ring.js';
+import {t} from './i18n.js';
 
 const $ = (id) => document.getElementById(id);
-const PRESENCE = {online: 'online', 'in-call': 'im Gespräch', offline: 'offline'};
 const selected = new Set();
 
 function say(text) {
@@ -33,7 +33,7 @@ async function loadDirectory() {
     label.append(box, document.createTextNode(user.name));
     const presence = document.createElement('span');
     presence.className = `presence ${user.presence}`;
-    presence.textContent = PRESENCE[user.presence] || user.presence;
+    presence.textContent = t(user.presence);
     item.append(label, presence);
     list.append(item);
   }
@@ -45,7 +45,7 @@ async function showSelf() {
     $('self').srcObject = stream;
   } catch (e) {
     document.querySelector('input[name=mode][value="audio-only"]').checked = true;
-    say('Keine Kamera gefunden oder kein Zugriff erlaubt – Sie können „Nur Audio“ telefonieren.');
+    say(t('no_camera_audio_only'));
   }
 }
 
@@ -54,7 +54,8 @@ function listenForCalls() {
   let stopRinging = null;
   conn.onmessage = (msg) => {
     if (msg.type === 'ring') {
-      $('ring-title').textContent = `${msg.from.name} ruft an (${msg.mode === 'audio-only' ? 'nur Audio' : 'Audio und Video'})`;
+      const mode = t(msg.mode === 'audio-only' ? 'mode_audio_only' : 'mode_audio_video');
+      $('ring-title').textContent = t('calls_you', {name: msg.from.name, mode});
       $('ring-dialog').dataset.call = msg.call;
       if (!$('ring-dialog').open) $('ring-dialog').showModal();
       if (!stopRinging) stopRinging = startRinging();
@@ -72,7 +73,7 @@ function listenForCalls() {
     await api.call('POST', `/api/calls/${$('ring-dialog').dataset.call}/decline`).catch(() => {});
     $('ring-dialog').close();
   };
-  conn.onconnectionlost = (lost) => say(lost ? 'Verbindung zum Server unterbrochen – neuer Versuch …' : '');
+  conn.onconnectionlost = (lost) => say(lost ? t('server_lost') : '');
   conn.connect().catch(() => conn.lost());
 }
 
@@ -90,7 +91,7 @@ async function main() {
       const call = await api.call('POST', '/api/calls', {invitees: [...selected], mode});
       location.href = `/r/${call.room.id}`;
     } catch (e) {
-      say(`Der Anruf konnte nicht gestartet werden: ${e.message}`);
+      say(t('call_failed', {message: e.message}));
     }
   };
   $('invite').onclick = () => $('room-dialog').showModal();
@@ -102,7 +103,7 @@ async function main() {
       sessionStorage.setItem(`p2pconf.link.${made.room.id}`, made.invite.link);
       location.href = `/r/${made.room.id}`;
     } catch (e) {
-      say(`Der Raum konnte nicht angelegt werden: ${e.message}`);
+      say(t('room_failed', {message: e.message}));
     }
   };
   await loadDirectory();

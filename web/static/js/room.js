@@ -5,11 +5,10 @@
 import * as api from './api.js';
 import {ServerConnection, serverUrl} from './protocol.js';
 import {Mesh} from './mesh.js';
+import {t} from './i18n.js';
 
 const $ = (id) => document.getElementById(id);
 const {room: roomId, mode: roomMode} = document.body.dataset;
-const STATUS = {ringing: 'klingelt …', accepted: 'angenommen', declined: 'abgelehnt', busy: 'besetzt',
-                missed: 'nicht erreicht'};
 const SELF = 'self';
 
 let centre = SELF;
@@ -46,8 +45,8 @@ function drawTile(id) {
   if (video.srcObject !== person.stream) video.srcObject = person.stream;
   tile.querySelector('.name').textContent = person.name;
   const flags = [];
-  if (person.media.mic === false) flags.push('Mikrofon aus');
-  if (person.media.cam === false) flags.push('Kamera aus');
+  if (person.media.mic === false) flags.push(t('mic_muted'));
+  if (person.media.cam === false) flags.push(t('cam_muted'));
   if (person.note) flags.push(person.note);
   const box = tile.querySelector('.flags');
   box.replaceChildren(...flags.map((f) => Object.assign(document.createElement('span'), {textContent: f})));
@@ -100,7 +99,7 @@ function showLink() {
       $('invite-link').select();
       document.execCommand('copy');
     }
-    $('copy-link').textContent = 'Kopiert';
+    $('copy-link').textContent = t('copied');
   };
   $('link-dialog').showModal();
 }
@@ -112,7 +111,7 @@ function showStatus(msg) {
     item.id = `status-${msg.login}`;
     $('call-status').append(item);
   }
-  item.textContent = `${msg.name}: ${STATUS[msg.status] || msg.status}`;
+  item.textContent = `${msg.name}: ${t(msg.status)}`;
 }
 
 async function main() {
@@ -121,7 +120,7 @@ async function main() {
   try {
     stream = await camera(roomMode !== 'audio-only');
   } catch (e) {
-    say('Ohne Mikrofon ist keine Teilnahme möglich. Bitte erlauben Sie den Zugriff und laden Sie die Seite neu.');
+    say(t('no_microphone'));
     return;
   }
   const hasVideo = stream.getVideoTracks().length > 0;
@@ -133,8 +132,7 @@ async function main() {
     await conn.connect();
     joined = await conn.join(roomId, me.name, media);
   } catch (e) {
-    say(e.code === 'room-full' ? 'Der Raum ist voll: Es können höchstens 6 Personen teilnehmen.'
-                               : `Beitritt nicht möglich: ${e.message}`);
+    say(e.code === 'room-full' ? t('room_full') : t('join_failed', {message: e.message}));
     for (const t of stream.getTracks()) t.stop();
     return;
   }
@@ -153,7 +151,7 @@ async function main() {
     mesh.onstate = (peer, state) => {
       const person = people.get(peer.id);
       if (!person) return;
-      person.note = state === 'failed' || state === 'disconnected' ? 'Verbindung gestört – neuer Versuch …' : '';
+      person.note = state === 'failed' || state === 'disconnected' ? t('peer_trouble') : '';
       drawTile(peer.id);
     };
     mesh.onremove = (peer) => dropTile(peer.id);
@@ -172,7 +170,7 @@ async function main() {
     } else if (msg.type === 'call-status' && msg.call === roomId) showStatus(msg);
     else if (['offer', 'answer', 'candidate', 'renegotiate'].includes(msg.type)) mesh.signal(msg);
   };
-  conn.onconnectionlost = (lost) => say(lost ? 'Verbindung zum Server unterbrochen – neuer Versuch …' : '');
+  conn.onconnectionlost = (lost) => say(lost ? t('server_lost') : '');
   conn.onreconnected = (again) => {
     mesh.close();
     startMesh(again.peers);
@@ -190,8 +188,8 @@ async function main() {
       drawTile(SELF);
     };
   };
-  toggle($('mic'), 'audio', 'Mikrofon einschalten', 'Mikrofon ausschalten', 'mic');
-  toggle($('cam'), 'video', 'Video einschalten', 'Video ausschalten', 'cam');
+  toggle($('mic'), 'audio', t('mic_on'), t('mic_off'), 'mic');
+  toggle($('cam'), 'video', t('cam_on'), t('cam_off'), 'cam');
 
   $('leave').onclick = () => {
     mesh.close();
@@ -200,7 +198,7 @@ async function main() {
     $('tiles').replaceChildren();
     $('stage-video').srcObject = null;
     people.clear();
-    say('Sie haben die Konferenz verlassen.');
+    say(t('left_call'));
     $('leave').disabled = true;
     if (me.kind === 'user') setTimeout(() => { location.href = '/'; }, 1500);
   };
