@@ -62,3 +62,9 @@ async def wait_playing(video: Locator, timeout_ms: int = 20_000) -> None:
 async def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+async def mesh_states(page: Page) -> list:
+    """Each peer connection of a page's call, for a failing test's message."""
+    return await page.evaluate("""() => window.p2pconf ? [...window.p2pconf.mesh.peers.values()].map(
+        p => [p.name, p.offerer, p.pc.connectionState, p.pc.iceConnectionState, p.stream.getTracks().length]) : []""")

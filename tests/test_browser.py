@@ -11,8 +11,8 @@ from playwright.async_api import async_playwright, expect
 from p2pconf.bots.bot import Bot, BotOptions
 from p2pconf.bots.netif import use_host_addresses
 
-from .browser import (CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, enter_as_guest, new_page, screenshot, sign_in,
-                      tile, wait_playing)
+from .browser import (CHROMIUM, CHROMIUM_ARGS, PHONE, enter_as_guest, mesh_states, new_page, screenshot,
+                      sign_in, tile, wait_playing)
 from p2pconf.appkeys import HUB
 
 from .conftest import wait_until
@@ -132,7 +132,12 @@ async def test_six_way_mesh_of_three_browsers_and_three_bots(org, chromium, loop
     others = {f"Browser {i}" for i in range(1, 4)} | {f"bot-{i}" for i in range(1, 4)}
     for i, page in enumerate(pages, start=1):
         for name in sorted(others - {f"Browser {i}"}):
-            await wait_playing(tile(page, name).locator("video"), timeout_ms=45_000)
+            try:
+                await wait_playing(tile(page, name).locator("video"), timeout_ms=45_000)
+            except Exception:
+                states = [await mesh_states(p) for p in pages]
+                bot_states = [[(l.name, l.offerer, l.states) for l in b.links.values()] for b in bots]
+                raise AssertionError(f"Browser {i} never played {name}: {states} {bot_states}") from None
     # every bot gets audio and video from each of the three browsers (and from the other bots)
     await wait_until(lambda: all(b.flowing() == 10 for b in bots), timeout=45)
     await screenshot(pages[0], "six-way-desktop")

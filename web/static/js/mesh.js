@@ -13,9 +13,11 @@ export class Mesh {
    * @param {import('./protocol.js').ServerConnection} conn
    * @param {RTCIceServer[]} iceServers from the server's welcome (possibly empty)
    * @param {MediaStream} localStream what we send (audio only in an audio-only call)
+   * @param {boolean} receiveVideo ask for the others' video even when we send none (no camera)
    */
-  constructor(conn, iceServers, localStream) {
+  constructor(conn, iceServers, localStream, receiveVideo = true) {
     this.conn = conn;
+    this.receiveVideo = receiveVideo;
     this.iceServers = iceServers;
     this.localStream = localStream;
     /** @type {Map<string, Peer>} */
@@ -82,6 +84,9 @@ export class Mesh {
     const peer = {id, pc, offerer, pending: [], stream: new MediaStream(), name, media: media || {}};
     this.peers.set(id, peer);
     for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
+    if (offerer && this.receiveVideo && !this.localStream.getVideoTracks().length) {
+      pc.addTransceiver('video', {direction: 'recvonly'});  // no camera here, but we still watch the others
+    }
     pc.onicecandidate = (e) => {
       this.conn.send({type: 'candidate', to: id, candidate: e.candidate ? e.candidate.toJSON() : null});
     };

@@ -142,7 +142,7 @@ async function main() {
 
   let mesh;
   const startMesh = (peers) => {
-    mesh = new Mesh(conn, conn.welcome.iceServers, stream);
+    mesh = new Mesh(conn, conn.welcome.iceServers, stream, roomMode !== 'audio-only');
     mesh.ontrack = (peer) => {
       const person = people.get(peer.id) || {name: peer.name, stream: peer.stream, media: peer.media, note: ''};
       people.set(peer.id, person);
