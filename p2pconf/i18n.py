@@ -67,7 +67,7 @@ DE = {
     "room_failed": "Der Raum konnte nicht angelegt werden: {message}",
     "server_lost": "Verbindung zum Server unterbrochen – neuer Versuch …",
     "peer_trouble": "Verbindung gestört – neuer Versuch …",
-    "room_full": "Der Raum ist voll: Es können höchstens 6 Personen teilnehmen.",
+    "room_full": "Der Raum ist voll: Es können höchstens {max} Personen teilnehmen.",
     "join_failed": "Beitritt nicht möglich: {message}",
     "no_microphone": "Ohne Mikrofon ist keine Teilnahme möglich. Bitte erlauben Sie den Zugriff und laden Sie die "
                      "Seite neu.",
@@ -143,7 +143,7 @@ EN = {
     "room_failed": "The room could not be created: {message}",
     "server_lost": "Connection to the server lost – trying again …",
     "peer_trouble": "Connection problem – trying again …",
-    "room_full": "The room is full: at most 6 people can take part.",
+    "room_full": "The room is full: at most {max} people can take part.",
     "join_failed": "Cannot join: {message}",
     "no_microphone": "You cannot take part without a microphone. Please allow access and reload the page.",
     "left_call": "You have left the conference.",

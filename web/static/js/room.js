@@ -132,8 +132,10 @@ async function main() {
     await conn.connect();
     joined = await conn.join(roomId, me.name, media);
   } catch (e) {
-    say(e.code === 'room-full' ? t('room_full') : t('join_failed', {message: e.message}));
-    for (const t of stream.getTracks()) t.stop();
+    say(e.code === 'room-full' ? t('room_full', {max: conn.welcome?.maxRoomSize ?? 6})
+                               : t('join_failed', {message: e.message}));
+    for (const track of stream.getTracks()) track.stop();
+    document.body.classList.add('ended');
     return;
   }
   people.set(SELF, {name: me.name, stream, media, note: ''});
@@ -199,7 +201,7 @@ async function main() {
     $('stage-video').srcObject = null;
     people.clear();
     say(t('left_call'));
-    $('leave').disabled = true;
+    document.body.classList.add('ended');
     if (me.kind === 'user') setTimeout(() => { location.href = '/'; }, 1500);
   };
   window.p2pconf = {conn, get mesh() { return mesh; }};  // for tests and debugging
