@@ -229,7 +229,7 @@ class Bot:
     async def _flush_candidates(self, link: PeerLink) -> None:
         pending, link.pending = link.pending, []
         for cand in pending:
-            if cand is None:
+            if cand is None or not cand.get("candidate"):  # Firefox ends with an empty candidate string
                 await link.pc.addIceCandidate(None)
                 continue
             candidate = candidate_from_sdp(cand["candidate"].removeprefix("candidate:"))
