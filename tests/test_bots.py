@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from p2pconf.bots.bot import Bot, BotOptions, split_candidates
+from p2pconf.bots.bot import Bot, BotOptions, PeerLink, split_candidates
 from p2pconf.bots.netif import use_host_addresses
 from p2pconf.bots.runner import RunOptions, run_bots
 from p2pconf.bots.sources import VideoSpec
@@ -148,3 +148,25 @@ async def test_six_bot_mesh_all_sixty_tracks_flow(server_url):
     for link in video:
         assert link["frames"] > 30 and link["latency_ms"] is not None and link["kbps"] > 50
     assert report["video_frames_delivered_ratio"] >= 0.98
+
+
+async def test_an_empty_candidate_string_ends_the_candidates_like_null(server_url):
+    """Firefox ends each m-line's candidates with {"candidate": ""}; aiortc wants None."""
+
+    class RecordingPc:
+        remoteDescription = object()
+
+        def __init__(self):
+            self.added = []
+
+        async def addIceCandidate(self, candidate):
+            self.added.append(candidate)
+
+    bot = Bot(1, server_url, "r")
+    link = PeerLink("p", "Firefox", offerer=True, pc=RecordingPc())
+    link.pending = [{"candidate": "candidate:1 1 UDP 2122187007 127.0.0.1 47486 typ host", "sdpMid": "0",
+                     "sdpMLineIndex": 0}, {"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0}, None]
+    await bot._flush_candidates(link)
+    first, end_marker, null = link.pc.added
+    assert first.ip == "127.0.0.1" and first.port == 47486 and first.sdpMid == "0"
+    assert end_marker is None and null is None
