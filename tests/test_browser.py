@@ -14,6 +14,7 @@ from p2pconf.bots.netif import use_host_addresses
 from .browser import (CHROMIUM, CHROMIUM_ARGS, PHONE, enter_as_guest, mesh_states, new_page, screenshot,
                       sign_in, tile, wait_playing)
 from p2pconf.appkeys import HUB
+from p2pconf.server import close_sockets
 
 from .conftest import wait_until
 from .org import signed_in
@@ -176,6 +177,7 @@ async def test_a_seventh_joiner_is_told_the_room_is_full(org, chromium, loopback
     await bot.start()
     first, late = await new_page(chromium), await new_page(chromium, PHONE)
     await enter_as_guest(first, link, "Erste")
+    await expect(tile(first, "Erste")).to_be_visible(timeout=10_000)  # in the room: the own tile is drawn
     await enter_as_guest(late, link, "Zu spät")
     await expect(late.get_by_text("Der Raum ist voll")).to_be_visible(timeout=10_000)
     await screenshot(late, "room-full-phone")
@@ -220,3 +222,21 @@ async def test_english_when_the_browser_prefers_it(org, chromium):
     await german.goto(base + "/login")
     await expect(german.get_by_role("button", name="Anmelden")).to_be_visible()
     await screenshot(german, "sign-in-phone")
+
+
+async def test_lost_server_shows_a_banner_then_reconnects_and_the_call_goes_on(org, chromium, loopback):
+    link = await guest_link(org, "Wackelig")
+    a, b = await new_page(chromium), await new_page(chromium)
+    await enter_as_guest(a, link, "Erste")
+    await enter_as_guest(b, link, "Zweite")
+    await wait_playing(tile(a, "Zweite").locator("video"))
+    # remember every banner text the page shows, however briefly
+    await a.evaluate("""() => { window.banners = [];
+        new MutationObserver(() => window.banners.push(document.getElementById('banner').textContent))
+            .observe(document.getElementById('banner'), {childList: true, characterData: true, subtree: true}); }""")
+    await close_sockets(org.app)  # the server drops every WebSocket (as on a restart)
+    await a.wait_for_function("window.banners.some(t => t.includes('Verbindung zum Server unterbrochen'))",
+                              timeout=10_000)
+    await expect(a.locator("#banner")).to_be_hidden(timeout=15_000)  # back again
+    await wait_playing(tile(a, "Zweite").locator("video"), timeout_ms=30_000)  # the mesh formed anew
+    await wait_playing(tile(b, "Erste").locator("video"), timeout_ms=30_000)
