@@ -9,6 +9,7 @@ from typing import Any, Callable
 import pytest
 from aiohttp import WSMsgType
 
+from p2pconf.bots.netif import use_host_addresses
 from p2pconf.config import Config
 from p2pconf.protocol import PROTOCOL_VERSION
 from p2pconf.server import create_app
@@ -26,6 +27,14 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, step: f
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(step)
+
+
+@pytest.fixture
+def loopback():
+    """Bots gather ICE candidates on 127.0.0.1 only, like everything else in the suite."""
+    use_host_addresses(["127.0.0.1"])
+    yield
+    use_host_addresses(None)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from p2pconf.bots.bot import Bot, BotOptions, PeerLink, split_candidates
-from p2pconf.bots.netif import use_host_addresses
 from p2pconf.bots.runner import RunOptions, run_bots
 from p2pconf.bots.sources import VideoSpec
 from p2pconf.server import create_app
@@ -16,11 +15,9 @@ from .conftest import wait_until
 
 
 @pytest.fixture
-async def server_url(aiohttp_server, config):
+async def server_url(aiohttp_server, config, loopback):
     server = await aiohttp_server(create_app(config))
-    use_host_addresses(["127.0.0.1"])  # the mesh stays on loopback
-    yield str(server.make_url("/"))
-    use_host_addresses(None)
+    return str(server.make_url("/"))
 
 
 @pytest.fixture

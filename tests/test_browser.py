@@ -9,7 +9,6 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 from p2pconf.bots.bot import Bot, BotOptions
-from p2pconf.bots.netif import use_host_addresses
 
 from .browser import (CHROMIUM, CHROMIUM_ARGS, PHONE, enter_as_guest, mesh_states, new_page, screenshot,
                       sign_in, tile, wait_playing)
@@ -28,13 +27,6 @@ async def chromium():
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         await browser.close()
-
-
-@pytest.fixture
-def loopback():
-    use_host_addresses(["127.0.0.1"])
-    yield
-    use_host_addresses(None)
 
 
 @pytest.fixture

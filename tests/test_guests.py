@@ -10,7 +10,6 @@ from p2pconf.appkeys import STORE
 from p2pconf.auth import CSRF_COOKIE
 from p2pconf.bots.bot import Bot, BotOptions
 from p2pconf.bots.client import ServerError
-from p2pconf.bots.netif import use_host_addresses
 from p2pconf.config import Config
 from p2pconf.server import create_app
 
@@ -185,13 +184,6 @@ async def test_users_rooms_and_invites_survive_a_restart(aiohttp_server, tmp_pat
 
 
 # -- bots through the guest flow -----------------------------------------------------------------
-
-
-@pytest.fixture
-def loopback():
-    use_host_addresses(["127.0.0.1"])
-    yield
-    use_host_addresses(None)
 
 
 async def test_bots_join_by_invite_link_and_see_each_other(org, loopback):
