@@ -12,7 +12,7 @@ from aiohttp import web
 from . import __version__, protocol
 from .appkeys import CONFIG, IDENTITY, STORE, THROTTLE
 from .auth import SESSION_COOKIE, SsoError, attempt_sign_in, read_sso_token
-from .middleware import form_csrf, set_session_cookie, site_origin
+from .middleware import form_csrf, set_session_cookie
 from .i18n import TEXTS, pick_language
 from .protocol import ProtocolError
 
@@ -61,7 +61,7 @@ async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(f"/r/{identity.guest_room.id}")
     if not identity.is_user:
         raise web.HTTPFound("/login")
-    return render(request, "index.html", origin=site_origin(request))
+    return render(request, "index.html")
 
 
 async def login_page(request: web.Request) -> web.Response:

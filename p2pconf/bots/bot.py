@@ -92,7 +92,6 @@ class Bot:
         if self.options.video:
             self.sources["video"] = Broadcaster("video", camera=SyntheticCamera(self.options.video, index))
         self._ice_servers: list[RTCIceServer] = []
-        self._closed_links: list[PeerLink] = []
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -267,9 +266,8 @@ class Bot:
         sender._send_keyframe = source.request_keyframe
 
     def _retire(self, link: PeerLink) -> None:
-        """Keep a replaced connection's numbers for the report; close it in the background."""
+        """Close a replaced connection in the background (its numbers do not reach the report)."""
         old = PeerLink(link.peer_id, link.name, link.offerer, pc=link.pc, tracks=link.tracks, meters=link.meters)
-        self._closed_links.append(old)
         link.tracks, link.meters = [], {}
         asyncio.create_task(self._close_pc(old))
 

@@ -1,4 +1,4 @@
-"""A Python client of docs/protocol.md: the twin of web/static/protocol.js.
+"""A Python client of docs/protocol.md: the twin of web/static/js/protocol.js.
 
 It knows messages, not media: the owner passes one `on_message` coroutine that
 receives every server message, in order. The client pings the server, notices a
