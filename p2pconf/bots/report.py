@@ -50,13 +50,20 @@ def build_report(results: list[Message], *, stopped_at: float, extra: Message | 
                 links.append(_link(bots.get(sender_name), receiver, sender_name, kind, got))
     links.sort(key=lambda l: (l["from"], l["to"], l["kind"]))
 
-    # Expected: every ordered pair of bots, for each kind the sender sends.
+    # Expected: every ordered pair of bots, for each kind the sender sends; and every
+    # other participant (a browser) a bot is connected to, for the kinds its mode sends.
     expected = {
         (s["name"], r["name"], kind)
         for s in results
         for r in results
         if s is not r
         for kind in (("audio", "video") if s["video"] else ("audio",))
+    } | {
+        (name, r["name"], kind)
+        for r in results
+        for name, entry in r["links"].items()
+        if name not in bots
+        for kind in (("audio",) if entry["media"].get("mode") == "audio-only" else ("audio", "video"))
     }
     flowing = {
         (sender, r["name"], kind)
