@@ -223,4 +223,5 @@ async def revoke_invite(request: web.Request) -> web.Response:
     if invite is None or invite.created_by != user.id:
         raise api_error(404, "no-such-invite", "no such invite of yours")
     await store.revoke_invite(invite.id)
+    request.app[HUB].close_guests(invite.room.id, protocol.CLOSE_REVOKED)  # and out of the call, now
     return web.json_response(invite_view(request, await store.invite_by_id(invite.id)))

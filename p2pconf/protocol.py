@@ -20,6 +20,7 @@ MAX_ROOM_CHARS = 64
 CLOSE_GOING_AWAY = 1001  # server shutdown
 CLOSE_TOO_LARGE = 1009  # message over MAX_MESSAGE_BYTES
 CLOSE_PROTOCOL = 4000  # handshake broken: first message not hello, bad version
+CLOSE_REVOKED = 4003  # the guest link this connection came through was revoked
 CLOSE_STALLED = 4009  # the client stopped reading its messages
 CLOSE_FLOOD = 4029  # rate limit exceeded
 

@@ -145,12 +145,21 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             msg = protocol.CLOSE_STALLED
         outbox.put_nowait(msg)
 
+    closed_by_us: int | None = None
+
     def close_after_flush(code: int) -> None:
+        nonlocal closed_by_us
+        closed_by_us = code
         outbox.put_nowait(code)
 
     hub = request.app[HUB]
     identity: Identity = request[IDENTITY]
-    session = hub.connect(send, login=identity.user.login if identity.is_user else None)
+    session = hub.connect(
+        send,
+        login=identity.user.login if identity.is_user else None,
+        guest_room=identity.guest_room.id if identity.is_guest else None,
+        close=close_after_flush,
+    )
     writer = asyncio.create_task(_write(ws, outbox))
     bucket = TokenBucket(config.rate_per_s, config.rate_burst)
     reason = "left"
@@ -191,6 +200,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         # A missed pong closes the transport; aiohttp may then cancel this handler.
         if isinstance(ws.exception(), asyncio.TimeoutError):
             reason = "timeout"
+        elif closed_by_us not in (None, WSCloseCode.OK):
+            reason = "closed"
         hub.disconnect(session, reason)
         if not writer.done():
             close_after_flush(WSCloseCode.OK)

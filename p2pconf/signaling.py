@@ -33,6 +33,8 @@ class Session:
     id: str
     send: Callable[[Message], None]
     login: str | None = None  # the signed-in user behind this connection, if any
+    guest_room: str | None = None  # for a guest: the one room their link opens
+    close: Callable[[int], None] = lambda code: None  # close this connection with a close code
     greeted: bool = False
     name: str = ""
     room: Room | None = None
@@ -72,18 +74,25 @@ class Hub:
 
     # -- connections -------------------------------------------------------
 
-    def connect(self, send: Callable[[Message], None], login: str | None = None) -> Session:
-        """Register a new connection and give it a fresh peer id."""
+    def connect(self, send: Callable[[Message], None], **who: Any) -> Session:
+        """Register a new connection and give it a fresh peer id (`who`: Session fields)."""
         peer_id = secrets.token_hex(4)
         while peer_id in self.sessions:
             peer_id = secrets.token_hex(4)
-        session = Session(id=peer_id, send=send, login=login)
+        session = Session(id=peer_id, send=send, **who)
         self.sessions[peer_id] = session
         return session
 
     def sessions_of(self, login: str) -> list[Session]:
         """The greeted connections of one signed-in user (a page per tab or device)."""
         return [s for s in self.sessions.values() if s.login == login and s.greeted]
+
+    def close_guests(self, room_id: str, code: int) -> int:
+        """Close the connections of the guests of one room (their link was revoked)."""
+        guests = [s for s in self.sessions.values() if s.guest_room == room_id]
+        for session in guests:
+            session.close(code)
+        return len(guests)
 
     def in_call(self, login: str) -> bool:
         return any(s.room is not None for s in self.sessions_of(login))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import aiohttp
+
 import pytest
 
 from p2pconf.appkeys import STORE
+from p2pconf.protocol import CLOSE_REVOKED
 from p2pconf.auth import CSRF_COOKIE
 from p2pconf.bots.bot import Bot, BotOptions
 from p2pconf.bots.client import ServerError
@@ -211,3 +214,20 @@ async def test_bots_are_refused_on_a_revoked_link(org):
         await bot.start()
     assert err.value.code == "invite-revoked"
     await bot.close()
+
+
+async def test_revoking_a_link_closes_its_guests_open_connections(org):
+    owner, made = await make_link(org)
+    guest, status, _ = await enter(org, made["invite"]["link"], "Gast")
+    gws, ows = await guest.ws(), await owner.ws()
+    for ws in (gws, ows):
+        await ws.send_json({"type": "join", "room": made["room"]["id"], "name": "x"})
+        await next_of(ws, "joined")
+    await owner.json("DELETE", f"/api/invites/{made['invite']['id']}")
+    left = await next_of(ows, "peer-left")
+    assert left["reason"] == "closed"
+    closing = await gws.receive(timeout=3)
+    while closing.type == aiohttp.WSMsgType.TEXT:  # messages queued before the close
+        closing = await gws.receive(timeout=3)
+    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, CLOSE_REVOKED)
+    await ows.close()
