@@ -40,6 +40,10 @@ class RunOptions:
     processes: int = 1
     first_index: int = 1
 
+    def tracks_per_bot(self) -> int:
+        """Remote tracks each bot should receive: every other bot's audio (and video)."""
+        return (self.count - 1) * (2 if self.video else 1)
+
     def bot_options(self) -> BotOptions:
         return BotOptions(video=self.video, trickle=self.trickle, audio_ms=self.audio_ms, invite=self.invite)
 
@@ -89,7 +93,7 @@ async def _run_group(
     try:
         for bot in bots:  # one after another: each newcomer offers to those already in
             await bot.start()
-        expected = len(bots) * (opts.count - 1) * (2 if opts.video else 1)
+        expected = len(bots) * opts.tracks_per_bot()
         stop_at = stop_at or time.time() + opts.duration_s
         cpu0, wall0 = _cpu_seconds(), time.time()
         while (now := time.time()) < stop_at:
@@ -181,7 +185,7 @@ def _run_processes(opts: RunOptions, progress: Progress | None) -> list[GroupRes
                     progress({
                         "joined": sum(p["joined"] for p in latest.values()),
                         "flowing": sum(p["flowing"] for p in latest.values()),
-                        "expected": opts.count * (opts.count - 1) * (2 if opts.video else 1),
+                        "expected": opts.count * opts.tracks_per_bot(),
                         "remaining_s": max(0.0, stop_at - time.time()),
                     })
             elif what == "done":

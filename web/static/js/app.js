@@ -5,14 +5,9 @@ import * as api from './api.js';
 import {ServerConnection, serverUrl} from './protocol.js';
 import {startRinging} from './ring.js';
 import {t} from './i18n.js';
+import {$, say} from './page.js';
 
-const $ = (id) => document.getElementById(id);
 const selected = new Set();
-
-function say(text) {
-  $('banner').textContent = text;
-  $('banner').hidden = !text;
-}
 
 async function loadDirectory() {
   const {users} = await api.call('GET', '/api/users');

@@ -6,19 +6,14 @@ import * as api from './api.js';
 import {ServerConnection, serverUrl} from './protocol.js';
 import {Mesh} from './mesh.js';
 import {t} from './i18n.js';
+import {$, say} from './page.js';
 
-const $ = (id) => document.getElementById(id);
 const {room: roomId, mode: roomMode} = document.body.dataset;
 const SELF = 'self';
 
 let centre = SELF;
 /** @type {Map<string, {name: string, stream: MediaStream, media: object, note: string}>} */
 const people = new Map();
-
-function say(text) {
-  $('banner').textContent = text;
-  $('banner').hidden = !text;
-}
 
 /** Draw (or update) the tile of one participant. */
 function drawTile(id) {
