@@ -122,6 +122,11 @@ def _bots(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"report written to {args.json}")
+    if args.report:
+        from .bots.report_html import write_report
+
+        for path in write_report(report, args.report):
+            print(f"report written to {path}")
     if not report["mesh_formed"]:
         missing = ", ".join(report["missing"][:5]) + (" ..." if len(report["missing"]) > 5 else "")
         print(
@@ -201,6 +206,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--processes", type=int, default=1,
                    help="spread the bots over this many processes")
     b.add_argument("--json", metavar="FILE", help="write the report (docs/report.md) to FILE")
+    b.add_argument("--report", metavar="DIR", help="write report.json and report.html (plots) into DIR")
     b.set_defaults(func=_bots)
     return p
 

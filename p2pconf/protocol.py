@@ -7,6 +7,7 @@ on one definition of a valid message.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -42,7 +43,12 @@ ERRORS = {
 
 MODES = ("audio+video", "audio-only")
 SIGNAL_TYPES = ("offer", "answer", "candidate", "renegotiate")
-CLIENT_TYPES = ("hello", "join", "media", "leave", "ping", *SIGNAL_TYPES)
+QUALITY_TYPES = ("stats", "link-matrix", "focus")  # link quality (docs/protocol.md, "Link quality")
+CLIENT_TYPES = ("hello", "join", "media", "leave", "ping", *SIGNAL_TYPES, *QUALITY_TYPES)
+
+# The numbers of one `stats` entry and their largest sane values; `path` is one of PATHS.
+STATS_LIMITS = {"kbpsIn": 1_000_000, "kbpsOut": 1_000_000, "lossPct": 100, "rttMs": 60_000}
+PATHS = ("direct", "relay")
 
 _ROOM_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,%d}$" % MAX_ROOM_CHARS)
 
@@ -133,3 +139,34 @@ def check_signal(msg: dict[str, Any]) -> dict[str, Any]:
             }
         }
     return {}  # renegotiate carries nothing but its addressee
+
+
+def clean_stats(value: Any, room_peers: set[str]) -> dict[str, dict[str, Any]]:
+    """Check the `peers` object of a stats upload; keep entries of peers still in the room.
+
+    An entry for a peer that is not (or no longer) in the room is dropped rather
+    than refused: it may have left while the upload was on its way.
+    """
+    if not isinstance(value, dict) or len(value) > 64:
+        raise ProtocolError("bad-message", "peers must be an object of at most 64 entries")
+    out: dict[str, dict[str, Any]] = {}
+    for peer_id, entry in value.items():
+        if not isinstance(entry, dict):
+            raise ProtocolError("bad-message", "each stats entry must be an object")
+        clean: dict[str, Any] = {}
+        for key, limit in STATS_LIMITS.items():
+            number = entry.get(key)
+            if number is None:
+                continue
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) \
+                    or not 0 <= number <= limit:
+                raise ProtocolError("bad-message", f"{key} must be a number from 0 to {limit}")
+            clean[key] = round(float(number), 1)
+        path = entry.get("path")
+        if path is not None:
+            if path not in PATHS:
+                raise ProtocolError("bad-message", f"path must be one of {', '.join(PATHS)}")
+            clean["path"] = path
+        if peer_id in room_peers:
+            out[peer_id] = clean
+    return out

@@ -9,6 +9,7 @@ so it can be unit-tested, and later fanned out over a message bus.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -39,10 +40,13 @@ class Session:
     name: str = ""
     room: Room | None = None
     media: dict[str, Any] = field(default_factory=dict)
+    focus: str | None = None  # the peer this participant shows in its centre
+    stats: dict[str, Message] = field(default_factory=dict)  # its last stats upload, per peer id
+    stats_at: float | None = None  # monotonic time of that upload
 
     def describe(self) -> Message:
         """The public view of this participant that other members receive."""
-        return {"id": self.id, "name": self.name, "media": dict(self.media)}
+        return {"id": self.id, "name": self.name, "media": dict(self.media), "focus": self.focus}
 
 
 @dataclass(eq=False)
@@ -141,6 +145,8 @@ class Hub:
             session.send({"type": "left"})
         elif kind == "media":
             self._media(session, msg)
+        elif kind in protocol.QUALITY_TYPES:
+            self._quality(session, msg)
         else:
             self._signal(session, msg)
 
@@ -194,7 +200,7 @@ class Hub:
         if room is None:
             return
         room.members.pop(session.id, None)
-        session.room = None
+        session.room, session.focus, session.stats, session.stats_at = None, None, {}, None
         room.broadcast({"type": "peer-left", "id": session.id, "reason": reason})
         if not room.members:
             self.rooms.pop(room.name, None)
@@ -207,6 +213,25 @@ class Hub:
             {"type": "peer-media", "id": session.id, "media": dict(session.media)}, exclude=session
         )
 
+    def _quality(self, session: Session, msg: Message) -> None:
+        """stats (store), link-matrix (answer) and focus (tell the room)."""
+        room = session.room
+        if room is None:
+            raise ProtocolError("not-joined")
+        kind = msg["type"]
+        if kind == "stats":
+            others = set(room.members) - {session.id}
+            session.stats = protocol.clean_stats(msg.get("peers"), others)
+            session.stats_at = time.monotonic()
+        elif kind == "link-matrix":
+            session.send(link_matrix(room))
+        else:
+            peer = msg.get("peer")
+            if peer is not None and (not isinstance(peer, str) or peer not in room.members or peer == session.id):
+                raise ProtocolError("unknown-peer", "focus needs the id of another peer in your room, or null")
+            session.focus = peer
+            room.broadcast({"type": "peer-focus", "id": session.id, "focus": peer}, exclude=session)
+
     def _signal(self, session: Session, msg: Message) -> None:
         if session.room is None:
             raise ProtocolError("not-joined")
@@ -218,3 +243,30 @@ class Hub:
             raise ProtocolError("unknown-peer", f"no peer {target_id!r} in your room")
         payload = protocol.check_signal(msg)
         target.send({"type": msg["type"], "from": session.id, "to": target_id, **payload})
+
+
+def link_matrix(room: Room) -> Message:
+    """The room's N x N links from its members' last stats uploads (docs/protocol.md).
+
+    A link from A to B takes what B received (kbps, loss) and what A sent; the
+    round-trip time and path from whichever side reported them.
+    """
+    now = time.monotonic()
+    members = list(room.members.values())
+    links = []
+    for a in members:
+        for b in members:
+            if a is b:
+                continue
+            sent, got = a.stats.get(b.id, {}), b.stats.get(a.id, {})
+            links.append({
+                "from": a.id,
+                "to": b.id,
+                "kbps": got.get("kbpsIn"),
+                "kbpsSent": sent.get("kbpsOut"),
+                "lossPct": got.get("lossPct"),
+                "rttMs": got.get("rttMs", sent.get("rttMs")),
+                "path": got.get("path", sent.get("path")),
+                "ageS": round(now - b.stats_at, 1) if b.stats_at is not None and got else None,
+            })
+    return {"type": "link-matrix", "peers": [{"id": m.id, "name": m.name} for m in members], "links": links}

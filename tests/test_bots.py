@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from p2pconf.bots.bot import Bot, BotOptions, PeerLink, split_candidates
-from p2pconf.bots.runner import RunOptions, run_bots
+from p2pconf.bots.report import build_report
+from p2pconf.bots.runner import RunOptions, _drain, run_bots
 from p2pconf.bots.sources import VideoSpec
 from p2pconf.server import create_app
 
 from .conftest import wait_until
+
+SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "report.schema.json").read_text())
 
 
 @pytest.fixture
@@ -95,6 +102,30 @@ def test_split_candidates_keeps_mid_and_index():
     stripped, cands = split_candidates(sdp)
     assert "candidate" not in stripped and "a=mid:1" in stripped
     assert cands == [{"candidate": "candidate:1 1 udp 5 127.0.0.1 4000 typ host", "sdpMid": "0", "sdpMLineIndex": 0}]
+
+
+async def test_link_bytes_agree_with_the_transports_byte_counter(server_url, bots):
+    a = await start(bots, Bot(1, server_url, "wire"))
+    b = await start(bots, Bot(2, server_url, "wire"))
+    await wait_until(lambda: frames_from(a, b, "video") > 60 and frames_from(b, a, "video") > 60, timeout=20)
+    for bot in (a, b):
+        await bot.stop_sending()
+    await _drain([a, b])
+    report = build_report([await a.results(), await b.results()], stopped_at=time.time())
+    jsonschema.validate(report, SCHEMA)
+    for receiver, sender in ((a, b), (b, a)):
+        stats = await link_of(receiver, sender).pc.getStats()
+        on_wire = next(s for s in stats.values() if s.type == "transport").bytesReceived
+        links = [l for l in report["links"] if l["to"] == receiver.name]
+        counted = sum(l["bytes"] for l in links)
+        # What is not RTP media on the transport is RTCP and DTLS: a few percent.
+        assert 0.95 * on_wire <= counted <= on_wire, (counted, on_wire)
+        for l in links:
+            assert l["kbps"] == pytest.approx(l["bytes"] * 8 / l["seconds"] / 1000, abs=0.1)
+            per_second = sorted(s["kbps"] for s in l["series"])
+            assert len(per_second) >= 3 and per_second[len(per_second) // 2] == pytest.approx(l["kbps"], rel=0.2)
+            if l["kind"] == "video":
+                assert l["freezes"] == 0 and 10 <= l["series"][-1]["fps"] <= 20
 
 
 async def test_failed_link_is_restarted_by_its_offerer(server_url, bots):

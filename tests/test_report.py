@@ -1,14 +1,29 @@
-"""The report's arithmetic, from hand-made bot results."""
+"""The report's arithmetic, its files, and freeze counting, from hand-made data."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from p2pconf.bots.measure import FreezeDetector
 from p2pconf.bots.report import build_report, format_table
+from p2pconf.bots.report_html import render_html, write_report
+
+SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "report.schema.json").read_text())
+
+
+def sample(at: float, kbps: float = 200.0) -> dict:
+    return {"at": at, "kbps": kbps, "fps": 15.0, "loss_pct": 0.0, "jitter_ms": 1.0, "latency_ms": 70.0}
 
 
 def received(frames: int, first_at: float = 10.0, numbers=(), **extra) -> dict:
     return {"first_at": first_at if frames else None, "last_at": first_at + 5 if frames else None, "frames": frames,
-            "payload_bytes": 50_000, "packets": frames, "packets_lost": 0, "jitter_ms": 1.0,
-            "numbers": list(numbers), "latencies_ms": [70, 80, 90], "bad_stamps": 0, "tone_hz": 500.0, **extra}
+            "bytes": 50_000, "ssrcs": [1234], "packets": frames, "packets_lost": 0, "jitter_ms": 1.0,
+            "numbers": list(numbers), "latencies_ms": [70, 80, 90], "bad_stamps": 0, "tone_hz": 500.0,
+            "series": [sample(11.0), sample(12.0, 300.0)], "freezes": 0, "frozen_s": 0.0, **extra}
 
 
 def bot(name: str, index: int, links: dict, video: bool = True) -> dict:
@@ -40,3 +55,73 @@ def test_a_silent_participant_means_the_mesh_did_not_form():
     report = build_report([bot("bot-1", 1, {"Browser": silent})], stopped_at=20.0)
     assert (report["tracks_expected"], report["tracks_flowing"], report["mesh_formed"]) == (1, 0, False)
     assert report["missing"] == ["Browser->bot-1 audio"] and report["join_to_mesh_s"] is None
+
+
+def two_bot_report(name_2: str = "bot-2") -> dict:
+    sent = {"video": {"first": 0, "offered": 10, "rtt_series": [(11.1, 4.0), (12.1, 5.0)]}}
+    one = {"peer_id": "x", "media": {}, "states": [], "sent": sent,
+           "received": {"audio": received(50), "video": received(10, numbers=range(10), freezes=2, frozen_s=0.9)}}
+    two = {"peer_id": "y", "media": {}, "states": [], "sent": sent,
+           "received": {"audio": received(50), "video": received(10, numbers=range(10))}}
+    return build_report([bot("bot-1", 1, {name_2: one}), bot(name_2, 2, {"bot-1": two})], stopped_at=20.0)
+
+
+def test_links_carry_wire_kbps_freezes_and_a_series_timed_from_the_first_join():
+    report = two_bot_report()
+    jsonschema.validate(report, SCHEMA)
+    link = next(l for l in report["links"] if (l["from"], l["to"], l["kind"]) == ("bot-2", "bot-1", "video"))
+    assert link["kbps"] == 80.0  # 50 000 bytes in the 5 s between first and last frame
+    assert (link["bytes"], link["seconds"], link["freezes"], link["frozen_s"]) == (50_000, 5.0, 2, 0.9)
+    assert [s["t"] for s in link["series"]] == [2.0, 3.0]  # joined at 9.0
+    assert [s["rtt_ms"] for s in link["series"]] == [4.0, 5.0]  # the sender's nearest sample
+    assert report["duration_s"] == 11.0
+
+
+def test_the_schema_refuses_a_report_without_series():
+    report = two_bot_report()
+    del report["links"][0]["series"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(report, SCHEMA)
+
+
+def test_report_files_are_json_and_a_self_contained_page_with_three_plots(tmp_path):
+    hostile = "<script>alert(1)</script> $x^2$"
+    json_path, html_path = write_report(two_bot_report(hostile), tmp_path / "out")
+    assert json.loads(json_path.read_text())["participants"] == 2
+    page = html_path.read_text()
+    assert page.count("<svg") == 3
+    assert "<script" not in page and "&lt;script&gt;" in page  # names are text, in the table and the plots
+    assert not any(ref in page for ref in ('src="', "<link", "@import", 'href="http'))  # nothing from elsewhere
+    assert "mesh formed" in page and "<b>4/4</b>" in page  # 4 tracks between two bots
+
+
+def test_a_page_for_a_failed_audio_only_run_still_renders():
+    silent = {"peer_id": "b", "media": {"mode": "audio-only"}, "states": [], "sent": {},
+              "received": {"audio": received(0, series=[])}}
+    page = render_html(build_report([bot("bot-1", 1, {"Browser": silent}, video=False)], stopped_at=20.0))
+    assert "mesh did NOT form" in page and "no video samples" in page
+
+
+def frames(detector: FreezeDetector, start: float, count: int, interval: float = 1 / 15) -> float:
+    for i in range(count):
+        detector.frame(start + i * interval)
+    return start + (count - 1) * interval
+
+
+def test_a_gap_of_three_frame_intervals_is_a_freeze_and_a_shorter_one_is_not():
+    detector = FreezeDetector()
+    last = frames(detector, 0.0, 30)
+    detector.frame(last + 0.2)  # 3 x 66.7 ms = 200 ms, but the mean + 150 ms = 216.7 ms is the bar
+    assert detector.count == 0
+    last = frames(detector, last + 0.2, 30)
+    detector.frame(last + 0.5)
+    assert detector.count == 1 and detector.frozen_s == pytest.approx(0.5)
+
+
+def test_at_a_low_frame_rate_the_bar_is_three_intervals():
+    detector = FreezeDetector()
+    last = frames(detector, 0.0, 10, interval=0.2)  # 5 fps: max(600 ms, 350 ms) = 600 ms
+    detector.frame(last + 0.55)
+    assert detector.count == 0
+    detector.frame(last + 0.55 + 0.8)  # the mean is now 235 ms: the bar 705 ms
+    assert detector.count == 1

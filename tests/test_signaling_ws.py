@@ -39,7 +39,7 @@ async def test_join_lists_members_and_tells_them(connect):
     joined_a = await a.join("room", "Anna", {"mode": "audio-only"})
     assert joined_a["peers"] == []
     joined_b = await b.join("room", "Bert")
-    assert joined_b["peers"] == [{"id": a.id, "name": "Anna", "media": {"mode": "audio-only", "mic": True, "cam": False}}]
+    assert joined_b["peers"] == [{"id": a.id, "name": "Anna", "media": {"mode": "audio-only", "mic": True, "cam": False}, "focus": None}]
     announced = await a.expect("peer-joined")
     assert announced["peer"]["id"] == b.id and announced["peer"]["name"] == "Bert"
 

@@ -19,11 +19,13 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.sdp import candidate_from_sdp
 
 from .client import SignalingClient
-from .measure import TrackMeter
+from .measure import TrackMeter, WireCounter, jitter_ms
 from .sources import Broadcaster, PacketTrack, SyntheticCamera, ToneMicrophone, VideoSpec, tone_hz
 
 log = logging.getLogger("p2pconf.bot")
 Message = dict[str, Any]
+SAMPLE_S = 1.0  # one sample per link and second for the report's series
+UPLOAD_EVERY = 2  # samples between two `stats` messages to the server (as browsers do)
 
 
 @dataclass
@@ -46,6 +48,9 @@ class PeerLink:
     pc: RTCPeerConnection | None = None
     tracks: list[PacketTrack] = field(default_factory=list)
     meters: dict[str, TrackMeter] = field(default_factory=dict)
+    wire: WireCounter = field(default_factory=WireCounter)  # datagrams received on this connection
+    rtt_series: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # kind -> (at, rtt ms)
+    sent_mark: tuple[float, int] | None = None  # (at, outbound-rtp bytesSent) at the last sample
     pending: list[Message] = field(default_factory=list)  # candidates before the remote description
     states: list[str] = field(default_factory=list)
     inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -92,6 +97,7 @@ class Bot:
         if self.options.video:
             self.sources["video"] = Broadcaster("video", camera=SyntheticCamera(self.options.video, index))
         self._ice_servers: list[RTCIceServer] = []
+        self._sampler: asyncio.Task | None = None
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -113,6 +119,7 @@ class Bot:
             await self.sources.pop("video").stop()
             self.media.update(mode="audio-only", cam=False)
         self._offer_to(joined["peers"])
+        self._sampler = asyncio.create_task(self._sample_links())
 
     async def set_media(self, **changes: Any) -> None:
         """Change mic/cam and tell the room (the bot keeps sending; it only reports)."""
@@ -124,6 +131,8 @@ class Bot:
             await source.stop()
 
     async def close(self) -> None:
+        if self._sampler:
+            self._sampler.cancel()
         await self.stop_sending()
         await self.client.close()
         for link in list(self.links.values()):
@@ -244,10 +253,14 @@ class Bot:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self._ice_servers)))
         link.pc = pc
 
+        wire = link.wire = WireCounter()
+
         @pc.on("track")
         def on_track(track) -> None:
             receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
-            link.meters[track.kind] = TrackMeter(track, receiver)
+            if not link.meters:  # the first track: its transport carries them all (BUNDLE)
+                wire.attach(receiver.transport.transport)
+            link.meters[track.kind] = TrackMeter(track, receiver, wire)
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -287,6 +300,50 @@ class Bot:
 
     # -- numbers -----------------------------------------------------------------------
 
+    async def _sample_links(self) -> None:
+        """Every second: sample every link; every UPLOAD_EVERY seconds tell the server."""
+        n = 0
+        while True:
+            await asyncio.sleep(SAMPLE_S)
+            n += 1
+            summary: Message = {}
+            for link in list(self.links.values()):
+                try:
+                    summary[link.peer_id] = await self._sample(link)
+                except Exception:  # a link closing under us: skip it this time
+                    log.debug("%s: sampling %s failed", self.name, link.name, exc_info=True)
+            if n % UPLOAD_EVERY == 0 and summary:
+                await self.client.send({"type": "stats", "peers": summary})
+
+    async def _sample(self, link: PeerLink) -> Message:
+        """One sample of one link; returns its entry of the `stats` message (docs/protocol.md)."""
+        if link.pc is None:
+            return {}
+        now = time.time()
+        stats = await link.pc.getStats()
+        inbound = {s.kind: s for s in stats.values() if s.type == "inbound-rtp"}
+        remote_in = {s.kind: s for s in stats.values() if s.type == "remote-inbound-rtp"}
+        for kind, meter in link.meters.items():
+            meter.sample(now, inbound.get(kind))
+        rtts = []
+        for kind, stat in remote_in.items():
+            if stat.roundTripTime is not None:
+                rtts.append(stat.roundTripTime * 1000)
+                link.rtt_series.setdefault(kind, []).append((now, round(stat.roundTripTime * 1000, 1)))
+        latest = [m.series[-1] for m in link.meters.values() if m.series and m.series[-1]["at"] == now]
+        sent = [s for s in stats.values() if s.type == "outbound-rtp"]
+        out_bytes = sum(s.bytesSent for s in sent)
+        last_out, link.sent_mark = link.sent_mark, (now, out_bytes)
+        entry: Message = {
+            "kbpsIn": round(sum(s["kbps"] for s in latest), 1),
+            "lossPct": max((s["loss_pct"] for s in latest), default=0.0),
+            "rttMs": round(max(rtts), 1) if rtts else None,
+            "path": "direct",  # bots gather host candidates only
+        }
+        if last_out and now > last_out[0]:
+            entry["kbpsOut"] = round((out_bytes - last_out[1]) * 8 / (now - last_out[0]) / 1000, 1)
+        return entry
+
     def flowing(self) -> int:
         """Remote tracks that have delivered at least one frame."""
         return sum(1 for link in self.links.values() for m in link.meters.values() if m.first_at is not None)
@@ -306,6 +363,7 @@ class Bot:
                     "offered": track.offered,
                     "dropped": track.dropped,
                     "rtt_ms": round(rtt.roundTripTime * 1000, 1) if rtt and rtt.roundTripTime is not None else None,
+                    "rtt_series": link.rtt_series.get(track.kind, []),
                 }
             for kind, meter in link.meters.items():
                 stat = inbound.get(kind)
@@ -313,10 +371,14 @@ class Bot:
                     "first_at": meter.first_at,
                     "last_at": meter.last_at,
                     "frames": meter.frames,
-                    "payload_bytes": meter.payload_bytes,
+                    "bytes": meter.wire_bytes,
+                    "ssrcs": sorted(meter.ssrcs),
                     "packets": stat.packetsReceived if stat else 0,
                     "packets_lost": max(0, stat.packetsLost) if stat else 0,
-                    "jitter_ms": round(stat.jitter / (90.0 if kind == "video" else 48.0), 1) if stat else None,
+                    "jitter_ms": jitter_ms(stat),
+                    "series": meter.series,
+                    "freezes": meter.freezes.count,
+                    "frozen_s": round(meter.freezes.frozen_s, 2),
                     "numbers": sorted(meter.video_numbers),
                     "latencies_ms": meter.latencies_ms,
                     "bad_stamps": meter.bad_stamps,

@@ -12,7 +12,18 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 1) if values else None
 
 
-def _link(sender: Message | None, receiver: Message, sender_name: str, kind: str, got: Message) -> Message:
+def _series(got: Message, rtts: list[tuple[float, float]], start: float) -> list[Message]:
+    """The receiver's per-second samples, timed from the run's start, with the sender's RTT."""
+    out = []
+    for sample in got["series"]:
+        at = sample["at"]
+        nearest = min(rtts, key=lambda r: abs(r[0] - at), default=None)  # the sender samples on its own clock tick
+        rtt = nearest[1] if nearest and abs(nearest[0] - at) <= 1.5 else None
+        out.append({"t": round(at - start, 2), **{k: v for k, v in sample.items() if k != "at"}, "rtt_ms": rtt})
+    return out
+
+
+def _link(sender: Message | None, receiver: Message, sender_name: str, kind: str, got: Message, start: float) -> Message:
     sent = (sender or {}).get("links", {}).get(receiver["name"], {}).get("sent", {}).get(kind, {})
     seconds = (got["last_at"] - got["first_at"]) if got["first_at"] and got["last_at"] else 0.0
     total = got["packets"] + got["packets_lost"]
@@ -20,13 +31,18 @@ def _link(sender: Message | None, receiver: Message, sender_name: str, kind: str
         "from": sender_name,
         "to": receiver["name"],
         "kind": kind,
-        "kbps": round(got["payload_bytes"] * 8 / seconds / 1000, 1) if seconds > 0 else 0.0,
+        "kbps": round(got["bytes"] * 8 / seconds / 1000, 1) if seconds > 0 else 0.0,
+        "bytes": got["bytes"],
+        "seconds": round(seconds, 3),
+        "ssrcs": got["ssrcs"],
         "loss_pct": round(100.0 * got["packets_lost"] / total, 2) if total else 0.0,
         "rtt_ms": sent.get("rtt_ms"),
         "jitter_ms": got["jitter_ms"],
     }
     if kind == "video":
         link["frames"] = got["frames"]
+        link["freezes"] = got["freezes"]
+        link["frozen_s"] = got["frozen_s"]
         link["latency_ms"] = _median(got["latencies_ms"])
         if sent.get("first") is not None:
             first, offered = sent["first"], sent["offered"]
@@ -37,17 +53,20 @@ def _link(sender: Message | None, receiver: Message, sender_name: str, kind: str
         link["tone_hz"] = got["tone_hz"]
         if sender is not None:
             link["expected_tone_hz"] = sender["tone_hz"]
+    link["series"] = _series(got, sent.get("rtt_series", []), start)
     return link
 
 
 def build_report(results: list[Message], *, stopped_at: float, extra: Message | None = None) -> Message:
     """The run's report from each bot's `Bot.results()` (keys documented in docs/report.md)."""
     bots = {r["name"]: r for r in results}
+    joins = [r["joined_at"] for r in results if r["joined_at"]]
+    start = min(joins) if joins else stopped_at
     links: list[Message] = []
     for receiver in results:
         for sender_name, entry in sorted(receiver["links"].items()):
             for kind, got in sorted(entry["received"].items()):
-                links.append(_link(bots.get(sender_name), receiver, sender_name, kind, got))
+                links.append(_link(bots.get(sender_name), receiver, sender_name, kind, got, start))
     links.sort(key=lambda l: (l["from"], l["to"], l["kind"]))
 
     # Expected: every ordered pair of bots, for each kind the sender sends; and every
@@ -72,7 +91,6 @@ def build_report(results: list[Message], *, stopped_at: float, extra: Message | 
         for kind, got in entry["received"].items()
         if got["frames"] > 0
     } & expected
-    joins = [r["joined_at"] for r in results if r["joined_at"]]
     firsts = [
         bots[to]["links"][frm]["received"][kind]["first_at"] for frm, to, kind in flowing
     ]
@@ -88,7 +106,7 @@ def build_report(results: list[Message], *, stopped_at: float, extra: Message | 
         "video_frames_delivered_ratio": (
             round(sum(l["frames_delivered"] for l in video) / sent_total, 4) if sent_total else None
         ),
-        "duration_s": round(stopped_at - min(joins), 2) if joins else 0.0,
+        "duration_s": round(stopped_at - start, 2),
         "missing": [f"{f}->{t} {k}" for f, t, k in sorted(expected - flowing)],
         **(extra or {}),
         "links": links,
