@@ -138,6 +138,31 @@ def _bots(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capacity(args: argparse.Namespace) -> int:
+    from .bots.sources import VideoSpec
+    from .capacity import CapacityOptions, format_capacity, parse_counts, parse_uplinks, run_capacity
+    from .netlab import LabError, check_can_build
+
+    try:
+        opts = CapacityOptions(counts=parse_counts(args.count), uplinks_mbit=parse_uplinks(args.uplink),
+                               duration_s=args.duration, loss_pct=args.loss, delay_ms=args.delay,
+                               video=VideoSpec.parse(args.video))
+        if not 0 <= opts.loss_pct < 100 or not 0 <= opts.delay_ms <= 10_000 or opts.duration_s <= 0:
+            raise ValueError("--loss is 0 to 99 %, --delay 0 to 10000 ms, --duration above 0")
+        check_can_build()
+    except (ValueError, LabError) as exc:
+        print(f"p2pconf capacity: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = run_capacity(opts, Path(args.report), progress=lambda line: print(line, flush=True))
+    except LabError as exc:
+        print(f"p2pconf capacity: {exc}", file=sys.stderr)
+        return 1
+    print(format_capacity(result))
+    print(f"capacity written to {Path(args.report) / 'capacity.json'} and capacity.html")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="p2pconf", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -208,6 +233,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", metavar="FILE", help="write the report (docs/report.md) to FILE")
     b.add_argument("--report", metavar="DIR", help="write report.json and report.html (plots) into DIR")
     b.set_defaults(func=_bots)
+
+    c = sub.add_parser("capacity", help="largest mesh per uplink: bots in shaped network namespaces (root)")
+    c.add_argument("--count", default="2..6", help="mesh sizes, like 2..6 or 2,4 (default 2..6)")
+    c.add_argument("--uplink", default="1,2,4,8", help="uplinks in Mbit/s (default 1,2,4,8)")
+    c.add_argument("--loss", type=float, default=0.0, metavar="PCT", help="added random loss (needs netem)")
+    c.add_argument("--delay", type=float, default=0.0, metavar="MS", help="added one-way delay (needs netem)")
+    c.add_argument("--duration", type=float, default=15.0, help="seconds of media per run (default 15)")
+    c.add_argument("--video", default="320x240@15", metavar="WxH@FPS")
+    c.add_argument("--report", default="capacity", metavar="DIR", help="where results go (default ./capacity)")
+    c.set_defaults(func=_capacity)
     return p
 
 

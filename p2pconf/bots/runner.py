@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import netlab
 from .bot import Bot, BotOptions
 from .client import ServerError
 from .netif import is_loopback_url, use_host_addresses
@@ -39,6 +40,8 @@ class RunOptions:
     invite: str | None = None  # guest link; the room comes from it
     processes: int = 1
     first_index: int = 1
+    # Network namespaces (p2pconf/netlab.py), one per process: process g runs in netns[g].
+    netns: tuple[str, ...] = ()
 
     def tracks_per_bot(self) -> int:
         """Remote tracks each bot should receive: every other bot's audio (and video)."""
@@ -139,7 +142,8 @@ def describe_failure(exc: BaseException) -> str:
 # -- several processes ---------------------------------------------------------------------
 
 
-def _child(opts: RunOptions, slots: list[int], stop_at: float, out: multiprocessing.Queue, release) -> None:
+def _child(opts: RunOptions, slots: list[int], stop_at: float, out: multiprocessing.Queue, release,
+           namespace: str | None) -> None:
     def report_progress(p: dict[str, Any]) -> None:
         out.put(("progress", slots[0], p))
 
@@ -149,6 +153,8 @@ def _child(opts: RunOptions, slots: list[int], stop_at: float, out: multiprocess
 
     faulthandler.enable()  # a crash in a codec prints where it happened
     try:
+        if namespace:
+            netlab.enter(namespace)  # before any socket or thread exists
         asyncio.run(_run_group(opts, slots, report_progress, stop_at, collected))
     except BaseException as exc:  # the parent reports it; never hang it
         out.put(("failed", slots[0], describe_failure(exc)))
@@ -161,8 +167,14 @@ def _run_processes(opts: RunOptions, progress: Progress | None) -> list[GroupRes
     out: multiprocessing.Queue = ctx.Queue()
     release = ctx.Event()
     # Leave time to start the interpreters and join, then all stop at once.
-    stop_at = time.time() + 3.0 + opts.duration_s
-    procs = [ctx.Process(target=_child, args=(opts, g, stop_at, out, release), daemon=True) for g in groups]
+    stop_at = time.time() + 2.0 + 0.75 * len(groups) + opts.duration_s
+    if opts.netns and len(opts.netns) < len(groups):
+        raise ValueError(f"{len(groups)} bot processes need as many network namespaces, got {len(opts.netns)}")
+    procs = [
+        ctx.Process(target=_child, args=(opts, g, stop_at, out, release, opts.netns[i] if opts.netns else None),
+                    daemon=True)
+        for i, g in enumerate(groups)
+    ]
     for p in procs:
         p.start()
     latest: dict[int, dict[str, Any]] = {}

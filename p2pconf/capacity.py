@@ -1,0 +1,162 @@
+"""How large a mesh fits through a given uplink: bots in shaped network namespaces.
+
+For every uplink and mesh size, a fresh room of `count` bots runs, each bot in
+its own namespace whose egress is limited to the uplink (p2pconf/netlab.py).
+A size fits an uplink when the mesh forms and every link keeps at least
+MIN_FPS video frames per second and less than MAX_LOSS_PCT packet loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+from . import netlab
+from .bots.report_html import write_report
+from .bots.runner import RunOptions, run_bots
+from .bots.sources import VideoSpec
+from .config import Config
+from .server import create_app
+
+MIN_FPS = 10.0
+MAX_LOSS_PCT = 2.0
+PORT = 8080
+Message = dict[str, Any]
+
+
+@dataclass
+class CapacityOptions:
+    counts: list[int]
+    uplinks_mbit: list[float]
+    duration_s: float = 15.0
+    loss_pct: float = 0.0
+    delay_ms: float = 0.0
+    video: VideoSpec | None = None  # None: the bots' default picture
+
+    def video_spec(self) -> VideoSpec:
+        return self.video or VideoSpec()
+
+
+def parse_counts(text: str) -> list[int]:
+    """'2..6' or '2,4,6' -> mesh sizes, each 2 to 6."""
+    if m := re.fullmatch(r"\s*(\d+)\s*\.\.\s*(\d+)\s*", text):
+        counts = list(range(int(m[1]), int(m[2]) + 1))
+    elif re.fullmatch(r"[\d,\s]+", text):
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    else:
+        counts = []
+    if not counts or any(not 2 <= c <= 6 for c in counts):
+        raise ValueError(f"--count wants sizes from 2 to 6 like 2..6 or 2,4, not {text!r}")
+    return sorted(set(counts))
+
+
+def parse_uplinks(text: str) -> list[float]:
+    """'1,2,4,8' -> uplinks in Mbit/s (0.1 to 1000)."""
+    try:
+        uplinks = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        uplinks = []
+    if not uplinks or any(not 0.1 <= u <= 1000 for u in uplinks):
+        raise ValueError(f"--uplink wants Mbit/s from 0.1 to 1000 like 1,2,4,8, not {text!r}")
+    return sorted(set(uplinks))
+
+
+def verdict(report: Message) -> Message:
+    """Whether a run kept every link usable, and its worst link."""
+    video = [l for l in report["links"] if l["kind"] == "video"]
+    fps = [l["frames"] / l["seconds"] if l["seconds"] else 0.0 for l in video]
+    worst_fps = round(min(fps), 1) if fps else None
+    worst_loss = max((l["loss_pct"] for l in report["links"]), default=0.0)
+    ok = report["mesh_formed"] and worst_loss < MAX_LOSS_PCT and (worst_fps is None or worst_fps >= MIN_FPS)
+    return {"ok": ok, "worst_fps": worst_fps, "worst_loss_pct": worst_loss,
+            "median_kbps": _median([l["kbps"] for l in report["links"]]),
+            "tracks": f"{report['tracks_flowing']}/{report['tracks_expected']}"}
+
+
+def _median(values: list[float]) -> float | None:
+    values = sorted(values)
+    return values[len(values) // 2] if values else None
+
+
+def capacity_table(runs: list[Message], uplinks: list[float]) -> list[Message]:
+    """Per uplink: the largest mesh size whose run passed (None when none did)."""
+    rows = []
+    for uplink in uplinks:
+        passed = [r["count"] for r in runs if r["uplink_mbit"] == uplink and r["ok"]]
+        rows.append({"uplink_mbit": uplink, "largest_mesh": max(passed) if passed else None})
+    return rows
+
+
+def run_capacity(opts: CapacityOptions, folder: Path, progress: Callable[[str], None] = print) -> Message:
+    """Build the lab, run every (uplink, size), write capacity.json/html into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with netlab.Lab(max(opts.counts)) as lab:
+        if opts.loss_pct or opts.delay_ms:  # fail now, not after the first run
+            lab.shape(1, opts.uplinks_mbit[0], opts.loss_pct, opts.delay_ms)
+        # This process becomes the hub: the server listens on the bridge, bots get their own namespaces.
+        netlab.enter(lab.hub)
+        runs = asyncio.run(_run_all(opts, lab, folder, progress))
+    result = {
+        "min_fps": MIN_FPS, "max_loss_pct": MAX_LOSS_PCT, "duration_s": opts.duration_s,
+        "loss_pct": opts.loss_pct, "delay_ms": opts.delay_ms, "video": str(opts.video_spec()),
+        "table": capacity_table(runs, opts.uplinks_mbit), "runs": runs,
+    }
+    (folder / "capacity.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    from .capacity_html import render_capacity
+
+    (folder / "capacity.html").write_text(render_capacity(result), encoding="utf-8")
+    return result
+
+
+async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progress: Callable[[str], None]) -> list[Message]:
+    with tempfile.TemporaryDirectory() as data:
+        runner = web.AppRunner(create_app(Config(data_dir=Path(data), open_rooms=True)))
+        await runner.setup()
+        await web.TCPSite(runner, netlab.HUB_ADDRESS, PORT).start()
+        try:
+            runs = []
+            total = len(opts.uplinks_mbit) * len(opts.counts)
+            for uplink in opts.uplinks_mbit:
+                for n in range(1, max(opts.counts) + 1):
+                    lab.shape(n, uplink, opts.loss_pct, opts.delay_ms)
+                for count in opts.counts:
+                    progress(f"[{len(runs) + 1}/{total}] uplink {uplink:g} Mbit/s, {count} bots ...")
+                    runs.append(await _one_run(opts, lab, folder, uplink, count))
+                    r = runs[-1]
+                    progress(f"    {'fits' if r['ok'] else 'does not fit'}: tracks {r['tracks']}, "
+                             f"worst fps {r['worst_fps']}, worst loss {r['worst_loss_pct']} %")
+            return runs
+        finally:
+            await runner.cleanup()
+
+
+async def _one_run(opts: CapacityOptions, lab: netlab.Lab, folder: Path, uplink: float, count: int) -> Message:
+    run_opts = RunOptions(
+        server=f"http://{netlab.HUB_ADDRESS}:{PORT}", room=f"capacity-{uplink:g}-{count}", count=count,
+        duration_s=opts.duration_s, video=opts.video_spec(), processes=count,
+        netns=tuple(lab.host(n) for n in range(1, count + 1)),
+    )
+    entry: Message = {"uplink_mbit": uplink, "count": count}
+    try:
+        report = await run_bots(run_opts)
+    except Exception as exc:  # a run that breaks is a run that does not fit; say why
+        return {**entry, "ok": False, "error": str(exc), "worst_fps": None, "worst_loss_pct": None,
+                "median_kbps": None, "tracks": "-"}
+    write_report(report, folder / "runs" / f"uplink-{uplink:g}-bots-{count}")
+    return {**entry, **verdict(report)}
+
+
+def format_capacity(result: Message) -> str:
+    """The table as Markdown, ready for docs/capacity.md."""
+    lines = ["| uplink | largest mesh |", "|---:|---:|"]
+    for row in result["table"]:
+        size = row["largest_mesh"]
+        lines.append(f"| {row['uplink_mbit']:g} Mbit/s | {size if size else 'none (not even 2)'} |")
+    return "\n".join(lines)
