@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import re
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +100,7 @@ def run_capacity(opts: CapacityOptions, folder: Path, progress: Callable[[str], 
     """Build the lab, run every (uplink, size), write capacity.json/html into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     with netlab.Lab(max(opts.counts)) as lab:
+        _clean_up_on_signals(lab)
         if opts.loss_pct or opts.delay_ms:  # fail now, not after the first run
             lab.shape(1, opts.uplinks_mbit[0], opts.loss_pct, opts.delay_ms)
         # This process becomes the hub: the server listens on the bridge, bots get their own namespaces.
@@ -113,6 +116,19 @@ def run_capacity(opts: CapacityOptions, folder: Path, progress: Callable[[str], 
 
     (folder / "capacity.html").write_text(render_capacity(result), encoding="utf-8")
     return result
+
+
+def _clean_up_on_signals(lab: netlab.Lab) -> None:
+    """On Ctrl-C or SIGTERM: stop the bot processes, delete the namespaces, exit."""
+
+    def stop(signum: int, frame: object) -> None:
+        for child in multiprocessing.active_children():
+            child.kill()
+        lab.close()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progress: Callable[[str], None]) -> list[Message]:

@@ -32,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         max_room_size=args.max_room_size,
+        upload_kbps=args.upload_kbps,
         stun_urls=args.stun,
         turn_urls=args.turn,
         turn_secret=os.environ.get("P2PCONF_TURN_SECRET") or None,
@@ -178,6 +179,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert", help="PEM certificate chain: serve https")
     s.add_argument("--tls-key", help="PEM private key for --tls-cert")
     s.add_argument("--max-room-size", type=int, default=6)
+    s.add_argument("--upload-kbps", type=int, default=2000, metavar="KBPS",
+                   help="video each browser may send in all, split over its peers (default 2000)")
     s.add_argument("--stun", action="append", default=[], metavar="URL", help="STUN URL for clients")
     s.add_argument("--turn", action="append", default=[], metavar="URL",
                    help="TURN URL; the secret comes from P2PCONF_TURN_SECRET")

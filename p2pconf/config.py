@@ -23,6 +23,9 @@ class Config:
     tls_key: Path | None = None
 
     max_room_size: int = 6
+    # Video a browser may send in all, over every peer (docs/capacity.md): browsers split it
+    # into full quality for the peers that show them in the centre and thumbnails for the rest.
+    upload_kbps: int = 2000
     # ICE servers handed to clients. STUN/TURN URLs, e.g. "stun:turn.example.org:3478".
     stun_urls: list[str] = field(default_factory=list)
     turn_urls: list[str] = field(default_factory=list)

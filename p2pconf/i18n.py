@@ -72,6 +72,13 @@ DE = {
     "no_microphone": "Ohne Mikrofon ist keine Teilnahme möglich. Bitte erlauben Sie den Zugriff und laden Sie die "
                      "Seite neu.",
     "left_call": "Sie haben die Konferenz verlassen.",
+    "quality": "Verbindungsqualität",
+    "quality_help": "Zeile: wer sendet, Spalte: wer empfängt. Werte der letzten Sekunden.",
+    "link_good": "Verbindung gut",
+    "link_bad": "Verbindung schlecht",
+    "relay": "über Relay",
+    "download_quality": "Verbindungsdaten herunterladen",
+    "back_home": "Zur Startseite",
     # message pages
     "invite-malformed": ["Ungültiger Link", "Dieser Einladungslink ist nicht gültig. Bitte prüfen Sie, ob er "
                          "vollständig kopiert wurde."],
@@ -147,6 +154,13 @@ EN = {
     "join_failed": "Cannot join: {message}",
     "no_microphone": "You cannot take part without a microphone. Please allow access and reload the page.",
     "left_call": "You have left the conference.",
+    "quality": "Link quality",
+    "quality_help": "Row: who sends, column: who receives. Values of the last seconds.",
+    "link_good": "Good connection",
+    "link_bad": "Poor connection",
+    "relay": "via relay",
+    "download_quality": "Download link-quality summary",
+    "back_home": "Back to the start page",
     "invite-malformed": ["Invalid link", "This invitation link is not valid. Please check that it was copied "
                          "completely."],
     "invite-unknown": ["Unknown link", "There is no room for this invitation link."],

@@ -58,7 +58,8 @@ def create_app(config: Config | None = None) -> web.Application:
             turn_ttl_s=config.turn_ttl_s,
         ),
         welcome_extra={
-            "heartbeat": {"serverPingS": config.heartbeat_s, "clientPingS": config.client_ping_s}
+            "heartbeat": {"serverPingS": config.heartbeat_s, "clientPingS": config.client_ping_s},
+            "uploadKbps": config.upload_kbps,
         },
     )
     app[CALLS] = Calls(app[HUB], config.ring_timeout_s)

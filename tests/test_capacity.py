@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
+
+from .conftest import wait_until
 
 from p2pconf import netlab
 from p2pconf.cli import parser
@@ -36,6 +39,19 @@ def test_a_tiny_matrix_tells_a_thin_uplink_from_a_wide_one(tmp_path):
     assert (tmp_path / "capacity.html").read_text().count("<svg") == 1
     assert (tmp_path / "runs" / "uplink-4-bots-3" / "report.html").exists()
     assert namespaces() == before  # the run removed what it made
+
+
+async def test_stopping_a_run_removes_its_namespaces(tmp_path):
+    before = namespaces()
+    with subprocess.Popen([*P2PCONF, "capacity", "--count", "3", "--uplink", "4", "--duration", "30",
+                           "--report", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as run:
+        try:
+            await wait_until(lambda: len(namespaces() - before) == 4, timeout=30, step=0.2)  # hub and 3 hosts
+            run.send_signal(signal.SIGTERM)
+            assert run.wait(timeout=30) == 128 + signal.SIGTERM
+        finally:
+            run.kill()
+    assert namespaces() == before
 
 
 def test_the_lab_is_removed_even_when_building_it_fails():

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from p2pconf.bots.measure import FreezeDetector
+from p2pconf.bots.measure import FreezeDetector, StreamCounter
 from p2pconf.bots.report import build_report, format_table
 from p2pconf.bots.report_html import render_html, write_report
 
@@ -125,3 +125,21 @@ def test_at_a_low_frame_rate_the_bar_is_three_intervals():
     assert detector.count == 0
     detector.frame(last + 0.55 + 0.8)  # the mean is now 235 ms: the bar 705 ms
     assert detector.count == 1
+
+
+def test_loss_comes_from_gaps_in_the_sequence_even_across_a_wrap():
+    counter = StreamCounter(90_000)
+    for seq in [65530, 65531, 65533, 65535, 0, 1, 3]:  # 65532, 65534 and 2 never arrive
+        counter.add(seq, timestamp=0, arrival_ms=0)
+    assert (counter.received, counter.lost) == (7, 3)
+    counter.add(2, timestamp=0, arrival_ms=0)  # late, not lost after all
+    assert counter.lost == 2
+
+
+def test_jitter_follows_rfc_3550():
+    steady, shaky = StreamCounter(48_000), StreamCounter(48_000)
+    for i in range(200):  # 20 ms packets; the shaky stream arrives 0 or 10 ms late in turn
+        steady.add(i, timestamp=i * 960, arrival_ms=i * 20)
+        shaky.add(i, timestamp=i * 960, arrival_ms=i * 20 + (10 if i % 2 else 0))
+    assert steady.jitter_ms == 0.0
+    assert shaky.jitter_ms == pytest.approx(10.0, abs=0.5)  # |D| is 10 ms every packet

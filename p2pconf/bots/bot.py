@@ -19,7 +19,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.sdp import candidate_from_sdp
 
 from .client import SignalingClient
-from .measure import TrackMeter, WireCounter, jitter_ms
+from .measure import TrackMeter, WireCounter
 from .sources import Broadcaster, PacketTrack, SyntheticCamera, ToneMicrophone, VideoSpec, tone_hz
 
 log = logging.getLogger("p2pconf.bot")
@@ -321,10 +321,9 @@ class Bot:
             return {}
         now = time.time()
         stats = await link.pc.getStats()
-        inbound = {s.kind: s for s in stats.values() if s.type == "inbound-rtp"}
         remote_in = {s.kind: s for s in stats.values() if s.type == "remote-inbound-rtp"}
-        for kind, meter in link.meters.items():
-            meter.sample(now, inbound.get(kind))
+        for meter in link.meters.values():
+            meter.sample(now)
         rtts = []
         for kind, stat in remote_in.items():
             if stat.roundTripTime is not None:
@@ -336,7 +335,7 @@ class Bot:
         last_out, link.sent_mark = link.sent_mark, (now, out_bytes)
         entry: Message = {
             "kbpsIn": round(sum(s["kbps"] for s in latest), 1),
-            "lossPct": max((s["loss_pct"] for s in latest), default=0.0),
+            "lossPct": min(100.0, max((s["loss_pct"] for s in latest), default=0.0)),
             "rttMs": round(max(rtts), 1) if rtts else None,
             "path": "direct",  # bots gather host candidates only
         }
@@ -353,7 +352,6 @@ class Bot:
         links = {}
         for link in list(self.links.values()):
             stats = await link.pc.getStats() if link.pc is not None else {}
-            inbound = {s.kind: s for s in stats.values() if s.type == "inbound-rtp"}
             remote_in = {s.kind: s for s in stats.values() if s.type == "remote-inbound-rtp"}
             entry: Message = {"peer_id": link.peer_id, "media": link.media, "states": link.states, "sent": {}, "received": {}}
             for track in link.tracks:
@@ -366,16 +364,15 @@ class Bot:
                     "rtt_series": link.rtt_series.get(track.kind, []),
                 }
             for kind, meter in link.meters.items():
-                stat = inbound.get(kind)
                 entry["received"][kind] = {
                     "first_at": meter.first_at,
                     "last_at": meter.last_at,
                     "frames": meter.frames,
                     "bytes": meter.wire_bytes,
                     "ssrcs": sorted(meter.ssrcs),
-                    "packets": stat.packetsReceived if stat else 0,
-                    "packets_lost": max(0, stat.packetsLost) if stat else 0,
-                    "jitter_ms": jitter_ms(stat),
+                    "packets": meter.packets.received,
+                    "packets_lost": meter.packets.lost,
+                    "jitter_ms": meter.packets.jitter_ms,
                     "series": meter.series,
                     "freezes": meter.freezes.count,
                     "frozen_s": round(meter.freezes.frozen_s, 2),

@@ -1,8 +1,10 @@
 """What a bot measures on each incoming track.
 
-aiortc's getStats() has packet counts, loss and jitter but no frame counts and
-no byte counts per stream, so frames are counted (and stamps read) as they are
-decoded here, and bytes are counted as datagrams arrive (`WireCounter`).
+aiortc's getStats() has no frame or byte counts per stream, and its inbound-rtp
+entry may describe the retransmission (RTX) stream instead of the media stream,
+so everything is counted here: frames (and their stamps) as they are decoded,
+bytes as datagrams arrive (`WireCounter`), packets, loss and jitter from the
+media stream's RTP headers (`StreamCounter`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,38 @@ class WireCounter:
             self.by_ssrc[ssrc] = self.by_ssrc.get(ssrc, 0) + len(data)
 
 
+class StreamCounter:
+    """Packets received and lost, and interarrival jitter, of one RTP stream (RFC 3550, A.1 and A.8)."""
+
+    def __init__(self, clock_rate: int):
+        self.clock_rate = clock_rate
+        self.received = 0
+        self._base: int | None = None
+        self._highest = 0  # extended sequence number (wraps of 16 bits counted)
+        self._transit: float | None = None
+        self._jitter = 0.0  # in RTP clock units
+
+    def add(self, sequence_number: int, timestamp: int, arrival_ms: float) -> None:
+        self.received += 1
+        transit = arrival_ms * self.clock_rate / 1000 - timestamp
+        if self._base is None:
+            self._base = self._highest = sequence_number
+        else:
+            step = (sequence_number - self._highest + 32768) % 65536 - 32768
+            self._highest = max(self._highest, self._highest + step)
+            self._jitter += (abs(transit - self._transit) - self._jitter) / 16
+        self._transit = transit
+
+    @property
+    def lost(self) -> int:
+        """Packets missing from the sequence so far (duplicates never make it negative)."""
+        return 0 if self._base is None else max(0, self._highest - self._base + 1 - self.received)
+
+    @property
+    def jitter_ms(self) -> float | None:
+        return None if self._base is None else round(self._jitter * 1000 / self.clock_rate, 1)
+
+
 class FreezeDetector:
     """Counts video freezes as W3C webrtc-stats defines them.
 
@@ -93,13 +127,6 @@ def dominant_hz(samples: np.ndarray, rate: int) -> float:
     return float(k * rate / samples.size)
 
 
-def jitter_ms(stat: Any) -> float | None:
-    """inbound-rtp jitter in milliseconds (aiortc reports RTP clock units)."""
-    if stat is None:
-        return None
-    return round(stat.jitter / (90.0 if stat.kind == "video" else 48.0), 1)
-
-
 class _Mark(NamedTuple):
     """Counters at one sample, to take the next sample's differences from."""
 
@@ -119,6 +146,8 @@ class TrackMeter:
         self.track = track
         self.wire = wire
         self.ssrcs: set[int] = set()  # the stream's SSRC, and its retransmission SSRC once used
+        self.media_ssrc: int | None = None  # the first SSRC seen; retransmissions come later
+        self.packets = StreamCounter(90_000 if self.kind == "video" else 48_000)
         self.freezes = FreezeDetector()
         self.first_at: float | None = None  # wall clock of the first decoded frame
         self.last_at: float | None = None
@@ -139,6 +168,10 @@ class TrackMeter:
 
         async def counting(packet, arrival_time_ms):
             self.ssrcs.add(packet.ssrc)
+            if self.media_ssrc is None:
+                self.media_ssrc = packet.ssrc
+            if packet.ssrc == self.media_ssrc:
+                self.packets.add(packet.sequence_number, packet.timestamp, arrival_time_ms)
             await inner(packet, arrival_time_ms)
 
         receiver._handle_rtp_packet = counting
@@ -177,14 +210,10 @@ class TrackMeter:
         self.stamp_senders.add(found.sender)
         self.latencies_ms.append(stamps.latency_ms(found, int(now * 1000) % stamps.MS_MODULO))
 
-    def sample(self, now: float, stat: Any) -> None:
-        """Add one sample of the time since the last: kbps, fps, loss, jitter, latency.
-
-        `stat` is this stream's inbound-rtp entry of getStats() (or None).
-        """
-        packets = stat.packetsReceived if stat else 0
-        lost = max(0, stat.packetsLost) if stat else 0
-        mark = _Mark(now, self.wire_bytes, self.frames, packets, lost, len(self.latencies_ms))
+    def sample(self, now: float) -> None:
+        """Add one sample of the time since the last: kbps, fps, loss, jitter, latency."""
+        mark = _Mark(now, self.wire_bytes, self.frames, self.packets.received, self.packets.lost,
+                     len(self.latencies_ms))
         last, self._mark = self._mark, mark
         if now <= last.at:
             return
@@ -196,7 +225,7 @@ class TrackMeter:
             "kbps": round((mark.wire - last.wire) * 8 / seconds / 1000, 1),
             "fps": round((mark.frames - last.frames) / seconds, 1),
             "loss_pct": round(100.0 * missed / (arrived + missed), 2) if arrived + missed > 0 else 0.0,
-            "jitter_ms": jitter_ms(stat),
+            "jitter_ms": self.packets.jitter_ms,
             "latency_ms": round(statistics.median(latencies), 1) if latencies else None,
         })
 

@@ -78,6 +78,25 @@ export class Mesh {
     for (const id of [...this.peers.keys()]) this.remove(id);
   }
 
+  /**
+   * Cap the video we send to one peer (RTCRtpSender.setParameters); no-op until negotiated.
+   * @param {string} id @param {{maxBitrate: number, scaleResolutionDownBy: number}} limits
+   */
+  async limitVideo(id, limits) {
+    const sender = this.peers.get(id)?.pc.getSenders().find((s) => s.track?.kind === 'video');
+    if (!sender) return;
+    const params = sender.getParameters();
+    const encoding = params.encodings?.[0];
+    if (!encoding || (encoding.maxBitrate === limits.maxBitrate
+                      && encoding.scaleResolutionDownBy === limits.scaleResolutionDownBy)) return;
+    Object.assign(encoding, limits);
+    try {
+      await sender.setParameters(params);
+    } catch (e) {
+      console.warn('could not limit the video to', id, e);
+    }
+  }
+
   add(id, name, media, offerer) {
     const pc = new RTCPeerConnection({iceServers: this.iceServers});
     /** @type {Peer} */

@@ -1,17 +1,23 @@
 // The conference view: a large picture in the centre, one tile per participant at
-// the right edge (yourself included), mute toggles and "Beenden" (top left).
-// Only wires protocol.js and mesh.js to the page; names are inserted as text.
+// the right edge (yourself included), mute toggles, "Beenden" (top left), and the
+// link-quality view. Only wires protocol.js, mesh.js and quality.js to the page;
+// names are inserted as text.
 
 import * as api from './api.js';
 import {ServerConnection, serverUrl} from './protocol.js';
 import {Mesh} from './mesh.js';
+import {CallQuality, readCounters, splitBudget} from './quality.js';
 import {t} from './i18n.js';
 import {$, say} from './page.js';
 
 const {room: roomId, mode: roomMode} = document.body.dataset;
 const SELF = 'self';
+const SAMPLE_MS = 1000;  // one quality sample per peer and second
+const UPLOAD_EVERY = 2;  // samples between two stats uploads (docs/protocol.md)
 
 let centre = SELF;
+let centreChosen = false;  // until someone clicks a tile, the first remote participant is centred
+let onCentre = () => {};  // tells the server whom we show (set once connected)
 /** @type {Map<string, {name: string, stream: MediaStream, media: object, note: string}>} */
 const people = new Map();
 
@@ -33,7 +39,13 @@ function drawTile(id) {
     const flags = document.createElement('span');
     flags.className = 'flags';
     tile.append(video, name, flags);
-    tile.onclick = () => { centre = id; drawStage(); };
+    if (id !== SELF) {
+      const quality = document.createElement('span');
+      quality.className = 'quality';
+      quality.dataset.quality = 'unknown';
+      tile.append(quality);
+    }
+    tile.onclick = () => { centre = id; centreChosen = true; drawStage(); };
     $('tiles').append(tile);
   }
   const video = tile.querySelector('video');
@@ -55,8 +67,23 @@ function dropTile(id) {
   drawStage();
 }
 
+/** Show a peer's link verdict on its tile: a coloured dot with the reason as its label. */
+function drawQuality(id, verdict) {
+  const dot = $(`tile-${id}`)?.querySelector('.quality');
+  if (!dot || !verdict) return;
+  dot.dataset.quality = verdict.bad ? 'bad' : 'good';
+  const label = verdict.bad ? `${t('link_bad')}: ${verdict.reasons.join(', ')}` : t('link_good');
+  dot.title = label;
+  dot.setAttribute('aria-label', label);
+  dot.setAttribute('role', 'img');
+}
+
 function drawStage() {
-  if (!people.has(centre)) centre = SELF;
+  if (!people.has(centre)) { centre = SELF; centreChosen = false; }
+  if (centre === SELF && !centreChosen) {
+    centre = [...people.keys()].find((id) => id !== SELF) ?? SELF;
+  }
+  onCentre(centre === SELF ? null : centre);
   const person = people.get(centre);
   for (const tile of $('tiles').children) {
     if (tile.id === `tile-${centre}`) tile.setAttribute('aria-current', 'true');
@@ -99,6 +126,35 @@ function showLink() {
   $('link-dialog').showModal();
 }
 
+/** The link-quality view: the room's N x N matrix, row = sender, column = receiver. */
+function drawMatrix(msg) {
+  const names = new Map(msg.peers.map((p) => [p.id, p.name]));
+  const cell = (text, cls) => Object.assign(document.createElement(cls === 'th' ? 'th' : 'td'), {textContent: text});
+  const head = document.createElement('tr');
+  head.append(cell('', 'th'), ...msg.peers.map((p) => cell(p.name, 'th')));
+  const rows = msg.peers.map((from) => {
+    const row = document.createElement('tr');
+    row.append(cell(from.name, 'th'));
+    for (const to of msg.peers) {
+      const link = msg.links.find((l) => l.from === from.id && l.to === to.id);
+      if (!link) { row.append(cell('–')); continue; }
+      const parts = [];
+      if (link.kbps !== null) parts.push(`${Math.round(link.kbps)} kbps`);
+      else if (link.kbpsSent !== null) parts.push(`(${Math.round(link.kbpsSent)} kbps)`);
+      if (link.lossPct !== null) parts.push(`${link.lossPct} %`);
+      if (link.rttMs !== null) parts.push(`${Math.round(link.rttMs)} ms`);
+      if (link.path === 'relay') parts.push(t('relay'));
+      const td = cell(parts.join(' · ') || '…');
+      td.dataset.from = names.get(link.from);
+      td.dataset.to = names.get(link.to);
+      if (link.lossPct !== null && link.lossPct >= 30) td.className = 'bad';
+      row.append(td);
+    }
+    return row;
+  });
+  $('link-matrix').replaceChildren(head, ...rows);
+}
+
 function showStatus(msg) {
   let item = $(`status-${msg.login}`);
   if (!item) {
@@ -137,6 +193,17 @@ async function main() {
   drawTile(SELF);
   showLink();
 
+  const quality = new CallQuality();
+  const focusOf = new Map(joined.peers.map((p) => [p.id, p.focus]));  // whom each peer shows in its centre
+  let lastMatrix = null;
+  let sentFocus;
+  onCentre = (peerId) => {
+    if (peerId === sentFocus) return;
+    sentFocus = peerId;
+    conn.send({type: 'focus', peer: peerId});
+  };
+  const budgetKbps = conn.welcome.uploadKbps || 2000;
+
   let mesh;
   const startMesh = (peers) => {
     mesh = new Mesh(conn, conn.welcome.iceServers, stream, roomMode !== 'audio-only');
@@ -157,21 +224,53 @@ async function main() {
   startMesh(joined.peers);
 
   conn.onmessage = (msg) => {
-    if (msg.type === 'peer-joined') mesh.expect(msg.peer);
+    if (msg.type === 'peer-joined') { mesh.expect(msg.peer); focusOf.set(msg.peer.id, msg.peer.focus); }
     else if (msg.type === 'peer-left') mesh.remove(msg.id);
     else if (msg.type === 'peer-media') {
       const peer = mesh.peers.get(msg.id);
       if (peer) peer.media = msg.media;
       const person = people.get(msg.id);
       if (person) { person.media = msg.media; drawTile(msg.id); }
-    } else if (msg.type === 'call-status' && msg.call === roomId) showStatus(msg);
+    } else if (msg.type === 'peer-focus') focusOf.set(msg.id, msg.focus);
+    else if (msg.type === 'link-matrix') { lastMatrix = msg; drawMatrix(msg); }
+    else if (msg.type === 'call-status' && msg.call === roomId) showStatus(msg);
     else if (['offer', 'answer', 'candidate', 'renegotiate'].includes(msg.type)) mesh.signal(msg);
   };
   conn.onconnectionlost = (lost) => say(lost ? t('server_lost') : '');
   conn.onreconnected = (again) => {
     mesh.close();
+    focusOf.clear();
+    for (const p of again.peers) focusOf.set(p.id, p.focus);
+    sentFocus = undefined;  // a new id: tell the room again
     startMesh(again.peers);
   };
+
+  // Every second: sample each link, judge it for its tile, and split the video budget
+  // between the peers; every UPLOAD_EVERY seconds tell the server (link-quality view).
+  let ticks = 0;
+  const sampler = setInterval(async () => {
+    ticks += 1;
+    const peers = [...mesh.peers.values()];
+    for (const peer of peers) {
+      try {
+        quality.add(peer.id, peer.name, await readCounters(peer.pc));
+      } catch (e) {
+        continue;  // closed while we asked
+      }
+      drawQuality(peer.id, quality.verdict(peer.id));
+    }
+    const limits = splitBudget(budgetKbps, peers.map((p) => ({id: p.id, centred: focusOf.get(p.id) === conn.id})));
+    for (const [id, limit] of limits) mesh.limitVideo(id, limit);
+    if (ticks % UPLOAD_EVERY === 0) conn.send({type: 'stats', peers: quality.upload(peers.map((p) => p.id))});
+  }, SAMPLE_MS);
+
+  let matrixPoll;
+  $('quality').onclick = () => {
+    conn.send({type: 'link-matrix'});
+    matrixPoll = setInterval(() => conn.send({type: 'link-matrix'}), 2000);
+    $('quality-dialog').showModal();
+  };
+  $('quality-dialog').onclose = () => clearInterval(matrixPoll);
 
   const toggle = (button, kind, on, off, key) => {
     button.onclick = () => {
@@ -189,6 +288,9 @@ async function main() {
   toggle($('cam'), 'video', t('cam_on'), t('cam_off'), 'cam');
 
   $('leave').onclick = () => {
+    clearInterval(sampler);
+    clearInterval(matrixPoll);
+    const summary = quality.summary(roomId, me.name, lastMatrix);
     mesh.close();
     conn.close();
     for (const t of stream.getTracks()) t.stop();
@@ -197,9 +299,13 @@ async function main() {
     people.clear();
     say(t('left_call'));
     document.body.classList.add('ended');
-    if (me.kind === 'user') setTimeout(() => { location.href = '/'; }, 1500);
+    const blob = new Blob([JSON.stringify(summary, null, 1)], {type: 'application/json'});
+    $('download-quality').href = URL.createObjectURL(blob);
+    $('download-quality').download = `p2pconf-quality-${new Date().toISOString().slice(0, 16).replace(':', '')}.json`;
+    $('home').hidden = me.kind !== 'user';
+    $('after-call').hidden = false;
   };
-  window.p2pconf = {conn, get mesh() { return mesh; }};  // for tests and debugging
+  window.p2pconf = {conn, quality, get mesh() { return mesh; }};  // for tests and debugging
 }
 
 main();
