@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from playwright.async_api import Browser, Locator, Page
+import numpy as np
+from playwright.async_api import Browser, Locator, Page, async_playwright
+
+from p2pconf.bots.sources import SyntheticCamera, VideoSpec
 
 from .org import PASSWORD
 
@@ -22,6 +27,19 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 740}
+
+
+@asynccontextmanager
+async def launched(*extra_args: str):
+    """Debian's Chromium with fake media; fails (never skips) when it is not installed."""
+    if not shutil.which(CHROMIUM):
+        raise AssertionError(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 async def new_page(browser: Browser, viewport: dict = DESKTOP, locale: str = "de-DE") -> Page:
@@ -68,3 +86,18 @@ async def mesh_states(page: Page) -> list:
     """Each peer connection of a page's call, for a failing test's message."""
     return await page.evaluate("""() => window.p2pconf ? [...window.p2pconf.mesh.peers.values()].map(
         p => [p.name, p.offerer, p.pc.connectionState, p.pc.iceConnectionState, p.stream.getTracks().length]) : []""")
+
+
+def write_camera_file(path: Path, width: int = 640, height: int = 360, fps: int = 15, seconds: int = 2) -> Path:
+    """A Y4M clip for Chromium's --use-file-for-fake-video-capture: the bots' moving picture with
+    webcam-like fine detail, so the encoder needs a webcam's bitrate (Chromium's own fake
+    camera is a flat picture that a few dozen kbit/s carry)."""
+    camera = SyntheticCamera(VideoSpec(width, height, fps), sender=9)
+    grain = np.random.default_rng(7).integers(0, 48, size=(height, width), dtype=np.uint8)
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for n in range(fps * seconds):
+            yuv = camera.frame(n, 0).to_ndarray()  # I420: Y plane, then U and V
+            yuv[:height] = yuv[:height] // 4 * 3 + np.roll(grain, 3 * n, axis=1)  # detail that moves
+            out.write(b"FRAME\n" + yuv.tobytes())
+    return path

@@ -9,11 +9,13 @@ from typing import Any, Callable
 import pytest
 from aiohttp import WSMsgType
 
+from p2pconf.bots.bot import Bot
 from p2pconf.bots.netif import use_host_addresses
 from p2pconf.config import Config
 from p2pconf.protocol import PROTOCOL_VERSION
 from p2pconf.server import create_app
 
+from .browser import launched
 from .org import SSO_SECRET, Browser, add_user
 
 
@@ -35,6 +37,20 @@ def loopback():
     use_host_addresses(["127.0.0.1"])
     yield
     use_host_addresses(None)
+
+
+@pytest.fixture
+async def bots():
+    """Bots a test starts (append them); all are closed afterwards."""
+    started: list[Bot] = []
+    yield started
+    await asyncio.gather(*(b.close() for b in started), return_exceptions=True)
+
+
+@pytest.fixture
+async def chromium():
+    async with launched() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -80,3 +80,13 @@ async def signed_in(org, login: str) -> Browser:
     reply = await b.sign_in(login)
     assert reply.status == 302 and reply.headers["Location"] == "/"
     return b
+
+
+def base_of(org) -> str:
+    return str(org.make_url("/")).rstrip("/")
+
+
+async def guest_link(org, name: str = "Kunde Meier") -> str:
+    anna = await signed_in(org, "anna")
+    _, made = await anna.json("POST", "/api/rooms", {"name": name})
+    return made["invite"]["link"]

@@ -2,48 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 from p2pconf.bots.bot import Bot, BotOptions
 
-from .browser import (CHROMIUM, CHROMIUM_ARGS, PHONE, enter_as_guest, mesh_states, new_page, screenshot,
+from .browser import (PHONE, enter_as_guest, mesh_states, new_page, screenshot,
                       sign_in, tile, wait_playing)
 from p2pconf.appkeys import HUB
 from p2pconf.server import close_sockets
 
 from .conftest import wait_until
-from .org import signed_in
+from .org import base_of, guest_link
 
 
 @pytest.fixture
-async def chromium():
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")  # never a silent skip
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def bots():
-    started: list[Bot] = []
-    yield started
-    await asyncio.gather(*(b.close() for b in started), return_exceptions=True)
-
-
-def base_of(org) -> str:
-    return str(org.make_url("/")).rstrip("/")
-
-
-async def guest_link(org, name: str = "Kunde Meier") -> str:
-    anna = await signed_in(org, "anna")
-    _, made = await anna.json("POST", "/api/rooms", {"name": name})
-    return made["invite"]["link"]
+def org_config(org_config):
+    org_config.ring_timeout_s = 30  # a browser on a loaded machine may take seconds to answer
+    return org_config
 
 
 async def test_a_calls_b_with_video_and_both_see_each_other(org, chromium, loopback):

@@ -310,8 +310,8 @@ class Bot:
             for link in list(self.links.values()):
                 try:
                     summary[link.peer_id] = await self._sample(link)
-                except Exception:  # a link closing under us: skip it this time
-                    log.debug("%s: sampling %s failed", self.name, link.name, exc_info=True)
+                except Exception:  # e.g. a link closing under us: skip it this time, but say so
+                    log.warning("%s: sampling %s failed", self.name, link.name, exc_info=True)
             if n % UPLOAD_EVERY == 0 and summary:
                 await self.client.send({"type": "stats", "peers": summary})
 

@@ -218,7 +218,7 @@ class TrackMeter:
         if now <= last.at:
             return
         seconds = now - last.at
-        arrived, missed = packets - last.packets, max(0, lost - last.lost)
+        arrived, missed = mark.packets - last.packets, max(0, mark.lost - last.lost)
         latencies = self.latencies_ms[last.latencies :]
         self.series.append({
             "at": now,
