@@ -4,6 +4,10 @@ For every uplink and mesh size, a fresh room of `count` bots runs, each bot in
 its own namespace whose egress is limited to the uplink (p2pconf/netlab.py).
 A size fits an uplink when the mesh forms and every link keeps at least
 MIN_FPS video frames per second and less than MAX_LOSS_PCT packet loss.
+
+Every size also runs once with no limit at all (the control). A size that fails
+even then is beyond what this machine's CPU can run, not beyond the uplink:
+the table says so instead of blaming the network.
 """
 
 from __future__ import annotations
@@ -88,11 +92,21 @@ def _median(values: list[float]) -> float | None:
 
 
 def capacity_table(runs: list[Message], uplinks: list[float]) -> list[Message]:
-    """Per uplink: the largest mesh size whose run passed (None when none did)."""
+    """Per uplink: the largest mesh size that passed, among the sizes this machine can run.
+
+    `limited_by` says what stopped it: "uplink" (the next size failed only with the
+    limit), "machine" (the next size fails even unlimited) or "sizes" (the largest
+    size measured passed).
+    """
+    runnable = {r["count"] for r in runs if r["uplink_mbit"] is None and r["ok"]}
+    counts = sorted({r["count"] for r in runs})
     rows = []
     for uplink in uplinks:
-        passed = [r["count"] for r in runs if r["uplink_mbit"] == uplink and r["ok"]]
-        rows.append({"uplink_mbit": uplink, "largest_mesh": max(passed) if passed else None})
+        passed = [r["count"] for r in runs if r["uplink_mbit"] == uplink and r["ok"] and r["count"] in runnable]
+        largest = max(passed) if passed else None
+        bigger = [c for c in counts if largest is None or c > largest]
+        limited_by = "sizes" if not bigger else "machine" if bigger[0] not in runnable else "uplink"
+        rows.append({"uplink_mbit": uplink, "largest_mesh": largest, "limited_by": limited_by})
     return rows
 
 
@@ -138,12 +152,16 @@ async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progres
         await web.TCPSite(runner, netlab.HUB_ADDRESS, PORT).start()
         try:
             runs = []
-            total = len(opts.uplinks_mbit) * len(opts.counts)
-            for uplink in opts.uplinks_mbit:
+            total = (len(opts.uplinks_mbit) + 1) * len(opts.counts)
+            for uplink in [None, *opts.uplinks_mbit]:  # None: the control, no limit
                 for n in range(1, max(opts.counts) + 1):
-                    lab.shape(n, uplink, opts.loss_pct, opts.delay_ms)
+                    if uplink is None:
+                        lab.shape(n, None)
+                    else:
+                        lab.shape(n, uplink, opts.loss_pct, opts.delay_ms)
                 for count in opts.counts:
-                    progress(f"[{len(runs) + 1}/{total}] uplink {uplink:g} Mbit/s, {count} bots ...")
+                    label = "no limit" if uplink is None else f"uplink {uplink:g} Mbit/s"
+                    progress(f"[{len(runs) + 1}/{total}] {label}, {count} bots ...")
                     runs.append(await _one_run(opts, lab, folder, uplink, count))
                     r = runs[-1]
                     progress(f"    {'fits' if r['ok'] else 'does not fit'}: tracks {r['tracks']}, "
@@ -153,9 +171,10 @@ async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progres
             await runner.cleanup()
 
 
-async def _one_run(opts: CapacityOptions, lab: netlab.Lab, folder: Path, uplink: float, count: int) -> Message:
+async def _one_run(opts: CapacityOptions, lab: netlab.Lab, folder: Path, uplink: float | None, count: int) -> Message:
+    name = f"uplink-{'none' if uplink is None else f'{uplink:g}'}-bots-{count}"
     run_opts = RunOptions(
-        server=f"http://{netlab.HUB_ADDRESS}:{PORT}", room=f"capacity-{uplink:g}-{count}", count=count,
+        server=f"http://{netlab.HUB_ADDRESS}:{PORT}", room=name, count=count,
         duration_s=opts.duration_s, video=opts.video_spec(), processes=count,
         netns=tuple(lab.host(n) for n in range(1, count + 1)),
     )
@@ -165,14 +184,21 @@ async def _one_run(opts: CapacityOptions, lab: netlab.Lab, folder: Path, uplink:
     except Exception as exc:  # a run that breaks is a run that does not fit; say why
         return {**entry, "ok": False, "error": str(exc), "worst_fps": None, "worst_loss_pct": None,
                 "median_kbps": None, "tracks": "-"}
-    write_report(report, folder / "runs" / f"uplink-{uplink:g}-bots-{count}")
-    return {**entry, **verdict(report)}
+    write_report(report, folder / "runs" / name)
+    return {**entry, **verdict(report), "cpu_s_per_s": report["cpu_s_per_s"]}
+
+
+LIMITS = {
+    "uplink": "the next size needs more uplink",
+    "machine": "the next size fails on this machine even without a limit (CPU)",
+    "sizes": "the largest size measured",
+}
 
 
 def format_capacity(result: Message) -> str:
     """The table as Markdown, ready for docs/capacity.md."""
-    lines = ["| uplink | largest mesh |", "|---:|---:|"]
+    lines = ["| uplink | largest mesh | limited by |", "|---:|---:|---|"]
     for row in result["table"]:
         size = row["largest_mesh"]
-        lines.append(f"| {row['uplink_mbit']:g} Mbit/s | {size if size else 'none (not even 2)'} |")
+        lines.append(f"| {row['uplink_mbit']:g} Mbit/s | {size if size else 'none'} | {LIMITS[row['limited_by']]} |")
     return "\n".join(lines)

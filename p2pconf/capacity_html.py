@@ -9,6 +9,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from .bots.report_html import PLOT_STYLE, svg
+from .capacity import LIMITS
 
 Message = dict[str, Any]
 
@@ -17,13 +18,15 @@ def _plot(result: Message) -> str:
     with matplotlib.rc_context(PLOT_STYLE):
         figure = Figure(figsize=(9, 3.6), layout="constrained")
         fps_ax, loss_ax = figure.subplots(1, 2)
-        uplinks = sorted({r["uplink_mbit"] for r in result["runs"]})
+        uplinks = [None, *sorted({r["uplink_mbit"] for r in result["runs"]} - {None})]
         for uplink in uplinks:
             runs = sorted((r for r in result["runs"] if r["uplink_mbit"] == uplink), key=lambda r: r["count"])
             counts = [r["count"] for r in runs]
-            fps_ax.plot(counts, [r["worst_fps"] or 0 for r in runs], marker="o", label=f"{uplink:g} Mbit/s")
+            label = "no limit" if uplink is None else f"{uplink:g} Mbit/s"
+            style = {"marker": "o", "label": label, **({"color": "black", "linestyle": ":"} if uplink is None else {})}
+            fps_ax.plot(counts, [r["worst_fps"] or 0 for r in runs], **style)
             loss_ax.plot(counts, [r["worst_loss_pct"] if r["worst_loss_pct"] is not None else 100 for r in runs],
-                         marker="o", label=f"{uplink:g} Mbit/s")
+                         **style)
         fps_ax.axhline(result["min_fps"], color="#c62828", linestyle="--", linewidth=1)
         loss_ax.axhline(result["max_loss_pct"], color="#c62828", linestyle="--", linewidth=1)
         fps_ax.set(title="worst link: frames per second", xlabel="participants", ylabel="fps")
@@ -35,15 +38,22 @@ def _plot(result: Message) -> str:
         return svg(figure)
 
 
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{share:.0%}"
+
+
 def render_capacity(result: Message) -> str:
     rows = "".join(
-        f"<tr><td>{row['uplink_mbit']:g} Mbit/s</td><td>{row['largest_mesh'] or 'none'}</td></tr>"
+        f"<tr><td>{row['uplink_mbit']:g} Mbit/s</td><td>{row['largest_mesh'] or 'none'}</td>"
+        f"<td>{LIMITS[row['limited_by']]}</td></tr>"
         for row in result["table"]
     )
     runs = "".join(
-        f"<tr class=\"{'ok' if r['ok'] else 'bad'}\"><td>{r['uplink_mbit']:g}</td><td>{r['count']}</td>"
+        f"<tr class=\"{'ok' if r['ok'] else 'bad'}\">"
+        f"<td>{'none' if r['uplink_mbit'] is None else format(r['uplink_mbit'], 'g')}</td><td>{r['count']}</td>"
         f"<td>{html.escape(str(r['tracks']))}</td><td>{r['worst_fps']}</td><td>{r['worst_loss_pct']}</td>"
-        f"<td>{r['median_kbps']}</td><td>{'fits' if r['ok'] else html.escape(r.get('error', 'does not fit'))}</td></tr>"
+        f"<td>{r['median_kbps']}</td><td>{_percent(r.get('cpu_s_per_s'))}</td>"
+        f"<td>{'fits' if r['ok'] else html.escape(r.get('error', 'does not fit'))}</td></tr>"
         for r in result["runs"]
     )
     return f"""<!doctype html>
@@ -58,11 +68,13 @@ tr.bad td {{ color: #c62828; }} svg {{ max-width: 100%; height: auto; }}
 <p>Largest mesh in which every link keeps at least {result['min_fps']:g} video frames per second and
 less than {result['max_loss_pct']:g} % packet loss. Video {html.escape(result['video'])},
 {result['duration_s']:g} s per run, added loss {result['loss_pct']:g} %, added delay {result['delay_ms']:g} ms.</p>
-<table><tr><th>uplink</th><th>largest mesh</th></tr>{rows}</table>
+<table><tr><th>uplink</th><th>largest mesh</th><th>limited by</th></tr>{rows}</table>
 {_plot(result)}
 <h2>Every run</h2>
 <table><tr><th>uplink Mbit/s</th><th>bots</th><th>tracks</th><th>worst fps</th><th>worst loss %</th>
-<th>median link kbps</th><th>result</th></tr>{runs}</table>
-<p>Each run's own report: <code>runs/uplink-U-bots-N/report.html</code>.</p>
+<th>median link kbps</th><th>CPU (1 core = 100 %)</th><th>result</th></tr>{runs}</table>
+<p>Uplink "none" is the control: the same size with no limit. A size that fails there is beyond this
+machine's CPU, and the table does not blame the uplink for it.
+Each run's own report: <code>runs/uplink-U-bots-N/report.html</code>.</p>
 </body></html>
 """

@@ -58,12 +58,14 @@ def enter(namespace: str) -> None:
         os.close(fd)
 
 
-def shaping(mbit: float, loss_pct: float = 0.0, delay_ms: float = 0.0) -> list[list[str]]:
-    """The tc commands (after `tc`) that shape eth0's egress to `mbit`, with optional netem."""
+def shaping(mbit: float | None, loss_pct: float = 0.0, delay_ms: float = 0.0) -> list[list[str]]:
+    """The tc commands (after `tc`) that shape eth0's egress to `mbit` (None: no limit), with optional netem."""
+    commands = [["qdisc", "del", "dev", "eth0", "root"]]
+    if mbit is None:
+        return commands
     rate = int(mbit * 1_000_000)
     burst = max(3000, rate // 8 // 100)  # 10 ms at the line rate, at least two full packets
     tbf = ["tbf", "rate", f"{rate}bit", "burst", str(burst), "latency", f"{QUEUE_MS}ms"]
-    commands = [["qdisc", "del", "dev", "eth0", "root"]]
     if loss_pct or delay_ms:
         netem = ["netem"]
         if delay_ms:
@@ -128,8 +130,8 @@ class Lab:
         _ip("netns", "add", namespace)
         self.namespaces.append(namespace)
 
-    def shape(self, n: int, mbit: float, loss_pct: float = 0.0, delay_ms: float = 0.0) -> None:
-        """Limit host n's uplink (what it sends) to `mbit`, with optional loss and delay."""
+    def shape(self, n: int, mbit: float | None, loss_pct: float = 0.0, delay_ms: float = 0.0) -> None:
+        """Limit host n's uplink (what it sends) to `mbit` (None: no limit), with optional loss and delay."""
         for i, command in enumerate(shaping(mbit, loss_pct, delay_ms)):
             done = _tc(self.host(n), *command)
             if done.returncode and i > 0:  # deleting a qdisc that is not there is fine

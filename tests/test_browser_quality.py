@@ -124,3 +124,38 @@ async def test_full_quality_goes_only_to_the_peer_that_shows_you_in_its_centre(o
     bot_link = next(l for l in bot.links.values() if l.name == "Sender")
     frames = bot_link.meters["video"].frames
     await wait_until(lambda: bot_link.meters["video"].frames > frames + 10, timeout=10)
+
+
+RULES = """async () => {
+    const q = await import('/static/js/quality.js');
+    const second = (packets, lost, rttMs = 20) => ({seconds: 1, packets, lost, rttMs});
+    const steady = Array.from({length: 6}, () => second(60, 0));
+    const split = q.splitBudget(2000, [{id: 'a', centred: true}, {id: 'b', centred: false}, {id: 'c', centred: false}]);
+    const tight = q.splitBudget(300, [{id: 'a', centred: true}, {id: 'b', centred: false}, {id: 'c', centred: false}]);
+    const total = (m) => [...m.values()].reduce((sum, e) => sum + e.maxBitrate, 0);
+    return {
+        tooEarly: q.judge(steady.slice(0, 2)),
+        steady: q.judge(steady).bad,
+        lossy: q.judge([...steady, second(35, 15), second(35, 15), second(35, 15), second(35, 15), second(35, 15)]),
+        quiet: q.judge(Array.from({length: 6}, () => second(8, 0))),
+        slow: q.judge([...steady.slice(1), second(60, 0, 1600)]),
+        oldLossForgotten: q.judge([second(0, 100), ...steady]).bad,
+        split: Object.fromEntries(split), splitTotal: total(split),
+        tight: Object.fromEntries(tight), tightTotal: total(tight),
+    };
+}"""
+
+
+async def test_the_indicator_rule_and_the_budget_split(org, chromium):
+    page = await new_page(chromium)
+    await page.goto(base_of(org) + "/login")
+    r = await page.evaluate(RULES)
+    assert r["tooEarly"] is None and r["steady"] is False  # needs 3 s of samples, then judges
+    assert r["lossy"]["bad"] and r["lossy"]["reasons"] == ["loss 30 %"]  # 30 % over the last 5 s
+    assert r["quiet"]["reasons"] == ["8.0 packets/s"]
+    assert r["slow"]["reasons"] == ["rtt 1600 ms"]
+    assert r["oldLossForgotten"] is False  # older than 5 s
+    assert r["split"]["a"] == {"maxBitrate": 1_500_000, "scaleResolutionDownBy": 1}
+    assert r["split"]["b"] == {"maxBitrate": 150_000, "scaleResolutionDownBy": 4}
+    assert r["splitTotal"] <= 2_000_000
+    assert r["tight"]["b"]["maxBitrate"] == 100_000 and r["tightTotal"] <= 300_000  # a thin uplink: all shrink

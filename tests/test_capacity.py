@@ -30,12 +30,14 @@ def test_a_tiny_matrix_tells_a_thin_uplink_from_a_wide_one(tmp_path):
                            "--report", str(tmp_path)], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "capacity.json").read_text())
-    assert len(result["runs"]) == 4  # every combination was measured
-    assert result["table"] == [{"uplink_mbit": 0.3, "largest_mesh": None}, {"uplink_mbit": 4.0, "largest_mesh": 3}]
+    assert len(result["runs"]) == 6  # every combination, and each size once without a limit
+    assert all(r["ok"] for r in result["runs"] if r["uplink_mbit"] is None), result["runs"]
+    assert result["table"] == [{"uplink_mbit": 0.3, "largest_mesh": None, "limited_by": "uplink"},
+                               {"uplink_mbit": 4.0, "largest_mesh": 3, "limited_by": "sizes"}]
     thin = next(r for r in result["runs"] if (r["uplink_mbit"], r["count"]) == (0.3, 2))
     # 0.3 Mbit/s carries less than one ~300 kbit/s stream: frames or packets go missing.
     assert thin["worst_loss_pct"] >= 2 or thin["worst_fps"] < 10
-    assert "| 4 Mbit/s | 3 |" in done.stdout
+    assert "| 4 Mbit/s | 3 | the largest size measured |" in done.stdout
     assert (tmp_path / "capacity.html").read_text().count("<svg") == 1
     assert (tmp_path / "runs" / "uplink-4-bots-3" / "report.html").exists()
     assert namespaces() == before  # the run removed what it made
@@ -97,10 +99,18 @@ def test_loss_and_delay_need_netem_and_say_so_when_the_kernel_lacks_it(tmp_path)
 def test_parsing_and_the_table():
     assert parse_counts("2..4") == [2, 3, 4] and parse_counts("6,2") == [2, 6]
     assert parse_uplinks("8,1,2.5") == [1.0, 2.5, 8.0]
-    runs = [{"uplink_mbit": 1.0, "count": 2, "ok": True}, {"uplink_mbit": 1.0, "count": 3, "ok": False},
-            {"uplink_mbit": 1.0, "count": 4, "ok": True}, {"uplink_mbit": 2.0, "count": 2, "ok": False}]
-    assert capacity_table(runs, [1.0, 2.0]) == [{"uplink_mbit": 1.0, "largest_mesh": 4},
-                                                {"uplink_mbit": 2.0, "largest_mesh": None}]
+    def run(uplink, count, ok):
+        return {"uplink_mbit": uplink, "count": count, "ok": ok}
+
+    control = [run(None, 2, True), run(None, 3, True), run(None, 4, False)]  # 4 is too much for this CPU
+    runs = control + [run(1.0, 2, True), run(1.0, 3, False), run(1.0, 4, False),
+                      run(2.0, 2, True), run(2.0, 3, True), run(2.0, 4, False),
+                      run(8.0, 2, False), run(8.0, 3, False), run(8.0, 4, False)]
+    assert capacity_table(runs, [1.0, 2.0, 8.0]) == [
+        {"uplink_mbit": 1.0, "largest_mesh": 2, "limited_by": "uplink"},
+        {"uplink_mbit": 2.0, "largest_mesh": 3, "limited_by": "machine"},
+        {"uplink_mbit": 8.0, "largest_mesh": None, "limited_by": "uplink"}]
+    assert capacity_table([run(None, 2, True), run(1.0, 2, True)], [1.0])[0]["limited_by"] == "sizes"
 
 
 def test_a_run_fits_only_when_every_link_keeps_ten_fps_and_under_two_percent_loss():

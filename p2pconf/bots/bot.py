@@ -98,6 +98,7 @@ class Bot:
             self.sources["video"] = Broadcaster("video", camera=SyntheticCamera(self.options.video, index))
         self._ice_servers: list[RTCIceServer] = []
         self._sampler: asyncio.Task | None = None
+        self._retiring: set[asyncio.Task] = set()  # replaced connections still closing
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -137,6 +138,8 @@ class Bot:
         await self.client.close()
         for link in list(self.links.values()):
             await self._drop(link)
+        if self._retiring:
+            await asyncio.wait(self._retiring, timeout=5)
 
     # -- signaling -------------------------------------------------------------------
 
@@ -282,7 +285,9 @@ class Bot:
         """Close a replaced connection in the background (its numbers do not reach the report)."""
         old = PeerLink(link.peer_id, link.name, link.offerer, pc=link.pc, tracks=link.tracks, meters=link.meters)
         link.tracks, link.meters = [], {}
-        asyncio.create_task(self._close_pc(old))
+        task = asyncio.create_task(self._close_pc(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _close_pc(self, link: PeerLink) -> None:
         for meter in link.meters.values():
