@@ -67,6 +67,7 @@ tr.bad td {{ color: #c62828; }} svg {{ max-width: 100%; height: auto; }}
 <h1>Mesh capacity per uplink</h1>
 <p>Largest mesh in which every link keeps at least {result['min_fps']:g} video frames per second and
 less than {result['max_loss_pct']:g} % packet loss. Video {html.escape(result['video'])},
+{result.get('audio_ms', 20)} ms audio frames,
 {result['duration_s']:g} s per run, added loss {result['loss_pct']:g} %, added delay {result['delay_ms']:g} ms.</p>
 <table><tr><th>uplink</th><th>largest mesh</th><th>limited by</th></tr>{rows}</table>
 {_plot(result)}

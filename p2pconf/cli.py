@@ -147,7 +147,7 @@ def _capacity(args: argparse.Namespace) -> int:
     try:
         opts = CapacityOptions(counts=parse_counts(args.count), uplinks_mbit=parse_uplinks(args.uplink),
                                duration_s=args.duration, loss_pct=args.loss, delay_ms=args.delay,
-                               video=VideoSpec.parse(args.video))
+                               video=VideoSpec.parse(args.video), audio_ms=args.audio_ms)
         if not 0 <= opts.loss_pct < 100 or not 0 <= opts.delay_ms <= 10_000 or opts.duration_s <= 0:
             raise ValueError("--loss is 0 to 99 %, --delay 0 to 10000 ms, --duration above 0")
         check_can_build()
@@ -244,6 +244,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--delay", type=float, default=0.0, metavar="MS", help="added one-way delay (needs netem)")
     c.add_argument("--duration", type=float, default=15.0, help="seconds of media per run (default 15)")
     c.add_argument("--video", default="320x240@15", metavar="WxH@FPS")
+    c.add_argument("--audio-ms", type=int, choices=(20, 40, 60), default=20,
+                   help="Opus frame length; 60 lets a small machine run more bots")
     c.add_argument("--report", default="capacity", metavar="DIR", help="where results go (default ./capacity)")
     c.set_defaults(func=_capacity)
     return p
