@@ -115,6 +115,10 @@ async def _run_group(
         return group
     finally:
         await asyncio.gather(*(bot.close() for bot in bots), return_exceptions=True)
+        # aiortc closes a connection whose peer hung up in a task of its own: let those finish
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if others and stop_at is not None:  # only in a bot process of our own, whose loop ends here
+            await asyncio.wait(others, timeout=2)
 
 
 async def _drain(bots: list[Bot]) -> None:
