@@ -206,5 +206,8 @@ async def test_lost_server_shows_a_banner_then_reconnects_and_the_call_goes_on(o
     await a.wait_for_function("window.banners.some(t => t.includes('Verbindung zum Server unterbrochen'))",
                               timeout=10_000)
     await expect(a.locator("#banner")).to_be_hidden(timeout=15_000)  # back again
-    await wait_playing(tile(a, "Zweite").locator("video"), timeout_ms=30_000)  # the mesh formed anew
+    # the mesh formed anew: one tile per person (the old connection's tile goes), playing
+    await expect(tile(a, "Zweite")).to_have_count(1, timeout=30_000)
+    await expect(tile(b, "Erste")).to_have_count(1, timeout=30_000)
+    await wait_playing(tile(a, "Zweite").locator("video"), timeout_ms=30_000)
     await wait_playing(tile(b, "Erste").locator("video"), timeout_ms=30_000)
