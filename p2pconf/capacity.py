@@ -17,8 +17,9 @@ import json
 import multiprocessing
 import re
 import signal
+import statistics
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from . import netlab
 from .bots.report_html import write_report
 from .bots.runner import RunOptions, run_bots
 from .bots.sources import VideoSpec
+from .capacity_html import render_capacity
 from .config import Config
 from .server import create_app
 
@@ -44,11 +46,8 @@ class CapacityOptions:
     duration_s: float = 15.0
     loss_pct: float = 0.0
     delay_ms: float = 0.0
-    video: VideoSpec | None = None  # None: the bots' default picture
+    video: VideoSpec = field(default_factory=VideoSpec)
     audio_ms: int = 20  # Opus frame length: 60 needs less CPU per bot (more bots on small machines)
-
-    def video_spec(self) -> VideoSpec:
-        return self.video or VideoSpec()
 
 
 def parse_counts(text: str) -> list[int]:
@@ -83,13 +82,8 @@ def verdict(report: Message) -> Message:
     worst_loss = max((l["loss_pct"] for l in report["links"]), default=0.0)
     ok = report["mesh_formed"] and worst_loss < MAX_LOSS_PCT and (worst_fps is None or worst_fps >= MIN_FPS)
     return {"ok": ok, "worst_fps": worst_fps, "worst_loss_pct": worst_loss,
-            "median_kbps": _median([l["kbps"] for l in report["links"]]),
+            "median_kbps": statistics.median(l["kbps"] for l in report["links"]) if report["links"] else None,
             "tracks": f"{report['tracks_flowing']}/{report['tracks_expected']}"}
-
-
-def _median(values: list[float]) -> float | None:
-    values = sorted(values)
-    return values[len(values) // 2] if values else None
 
 
 def capacity_table(runs: list[Message], uplinks: list[float]) -> list[Message]:
@@ -123,13 +117,11 @@ def run_capacity(opts: CapacityOptions, folder: Path, progress: Callable[[str], 
         runs = asyncio.run(_run_all(opts, lab, folder, progress))
     result = {
         "min_fps": MIN_FPS, "max_loss_pct": MAX_LOSS_PCT, "duration_s": opts.duration_s,
-        "loss_pct": opts.loss_pct, "delay_ms": opts.delay_ms, "video": str(opts.video_spec()),
+        "loss_pct": opts.loss_pct, "delay_ms": opts.delay_ms, "video": str(opts.video),
         "audio_ms": opts.audio_ms,
         "table": capacity_table(runs, opts.uplinks_mbit), "runs": runs,
     }
     (folder / "capacity.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    from .capacity_html import render_capacity
-
     (folder / "capacity.html").write_text(render_capacity(result), encoding="utf-8")
     return result
 
@@ -157,10 +149,7 @@ async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progres
             total = (len(opts.uplinks_mbit) + 1) * len(opts.counts)
             for uplink in [None, *opts.uplinks_mbit]:  # None: the control, no limit
                 for n in range(1, max(opts.counts) + 1):
-                    if uplink is None:
-                        lab.shape(n, None)
-                    else:
-                        lab.shape(n, uplink, opts.loss_pct, opts.delay_ms)
+                    lab.shape(n, uplink, opts.loss_pct, opts.delay_ms)
                 for count in opts.counts:
                     label = "no limit" if uplink is None else f"uplink {uplink:g} Mbit/s"
                     progress(f"[{len(runs) + 1}/{total}] {label}, {count} bots ...")
@@ -177,7 +166,7 @@ async def _one_run(opts: CapacityOptions, lab: netlab.Lab, folder: Path, uplink:
     name = f"uplink-{'none' if uplink is None else f'{uplink:g}'}-bots-{count}"
     run_opts = RunOptions(
         server=f"http://{netlab.HUB_ADDRESS}:{PORT}", room=name, count=count,
-        duration_s=opts.duration_s, video=opts.video_spec(), audio_ms=opts.audio_ms, processes=count,
+        duration_s=opts.duration_s, video=opts.video, audio_ms=opts.audio_ms, processes=count,
         netns=tuple(lab.host(n) for n in range(1, count + 1)),
     )
     entry: Message = {"uplink_mbit": uplink, "count": count}
@@ -189,18 +178,3 @@ async def _one_run(opts: CapacityOptions, lab: netlab.Lab, folder: Path, uplink:
     write_report(report, folder / "runs" / name)
     return {**entry, **verdict(report), "cpu_s_per_s": report["cpu_s_per_s"]}
 
-
-LIMITS = {
-    "uplink": "the next size needs more uplink",
-    "machine": "the next size fails on this machine even without a limit (CPU)",
-    "sizes": "the largest size measured",
-}
-
-
-def format_capacity(result: Message) -> str:
-    """The table as Markdown, ready for docs/capacity.md."""
-    lines = ["| uplink | largest mesh | limited by |", "|---:|---:|---|"]
-    for row in result["table"]:
-        size = row["largest_mesh"]
-        lines.append(f"| {row['uplink_mbit']:g} Mbit/s | {size if size else 'none'} | {LIMITS[row['limited_by']]} |")
-    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""capacity.html: the capacity table and plots of worst fps and loss per mesh size."""
+"""The capacity results for people: capacity.html (the table, plots of the worst link
+per mesh size, every run) and the table as Markdown for docs/capacity.md."""
 
 from __future__ import annotations
 
@@ -9,9 +10,22 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from .bots.report_html import PLOT_STYLE, svg
-from .capacity import LIMITS
 
 Message = dict[str, Any]
+LIMITS = {  # capacity_table()'s `limited_by`, in words
+    "uplink": "the next size needs more uplink",
+    "machine": "the next size fails on this machine even without a limit (CPU)",
+    "sizes": "the largest size measured",
+}
+
+
+def format_capacity(result: Message) -> str:
+    """The table as Markdown, ready for docs/capacity.md."""
+    lines = ["| uplink | largest mesh | limited by |", "|---:|---:|---|"]
+    for row in result["table"]:
+        size = row["largest_mesh"]
+        lines.append(f"| {row['uplink_mbit']:g} Mbit/s | {size if size else 'none'} | {LIMITS[row['limited_by']]} |")
+    return "\n".join(lines)
 
 
 def _plot(result: Message) -> str:
@@ -67,7 +81,7 @@ tr.bad td {{ color: #c62828; }} svg {{ max-width: 100%; height: auto; }}
 <h1>Mesh capacity per uplink</h1>
 <p>Largest mesh in which every link keeps at least {result['min_fps']:g} video frames per second and
 less than {result['max_loss_pct']:g} % packet loss. Video {html.escape(result['video'])},
-{result.get('audio_ms', 20)} ms audio frames,
+{result['audio_ms']} ms audio frames,
 {result['duration_s']:g} s per run, added loss {result['loss_pct']:g} %, added delay {result['delay_ms']:g} ms.</p>
 <table><tr><th>uplink</th><th>largest mesh</th><th>limited by</th></tr>{rows}</table>
 {_plot(result)}

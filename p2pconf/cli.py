@@ -141,7 +141,8 @@ def _bots(args: argparse.Namespace) -> int:
 
 def _capacity(args: argparse.Namespace) -> int:
     from .bots.sources import VideoSpec
-    from .capacity import CapacityOptions, format_capacity, parse_counts, parse_uplinks, run_capacity
+    from .capacity import CapacityOptions, parse_counts, parse_uplinks, run_capacity
+    from .capacity_html import format_capacity
     from .netlab import LabError, check_can_build
 
     try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -17,6 +19,10 @@ from p2pconf.server import create_app
 
 from .browser import launched
 from .org import SSO_SECRET, Browser, add_user
+
+
+# docs/report.schema.json: what the bots' reports must look like
+REPORT_SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "report.schema.json").read_text())
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, step: float = 0.02) -> Any:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -15,9 +13,8 @@ from p2pconf.bots.runner import RunOptions, _drain, run_bots
 from p2pconf.bots.sources import VideoSpec
 from p2pconf.server import create_app
 
-from .conftest import wait_until
+from .conftest import REPORT_SCHEMA, wait_until
 
-SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "report.schema.json").read_text())
 
 
 @pytest.fixture
@@ -104,7 +101,7 @@ async def test_link_bytes_agree_with_the_transports_byte_counter(server_url, bot
         await bot.stop_sending()
     await _drain([a, b])
     report = build_report([await a.results(), await b.results()], stopped_at=time.time())
-    jsonschema.validate(report, SCHEMA)
+    jsonschema.validate(report, REPORT_SCHEMA)
     for receiver, sender in ((a, b), (b, a)):
         stats = await link_of(receiver, sender).pc.getStats()
         on_wire = next(s for s in stats.values() if s.type == "transport").bytesReceived

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -12,7 +11,8 @@ from p2pconf.bots.measure import FreezeDetector, StreamCounter
 from p2pconf.bots.report import build_report, format_table
 from p2pconf.bots.report_html import render_html, write_report
 
-SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "report.schema.json").read_text())
+from .conftest import REPORT_SCHEMA
+
 
 
 def sample(at: float, kbps: float = 200.0) -> dict:
@@ -68,7 +68,7 @@ def two_bot_report(name_2: str = "bot-2") -> dict:
 
 def test_links_carry_wire_kbps_freezes_and_a_series_timed_from_the_first_join():
     report = two_bot_report()
-    jsonschema.validate(report, SCHEMA)
+    jsonschema.validate(report, REPORT_SCHEMA)
     link = next(l for l in report["links"] if (l["from"], l["to"], l["kind"]) == ("bot-2", "bot-1", "video"))
     assert link["kbps"] == 80.0  # 50 000 bytes in the 5 s between first and last frame
     assert (link["bytes"], link["seconds"], link["freezes"], link["frozen_s"]) == (50_000, 5.0, 2, 0.9)
@@ -81,7 +81,7 @@ def test_the_schema_refuses_a_report_without_series():
     report = two_bot_report()
     del report["links"][0]["series"]
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(report, SCHEMA)
+        jsonschema.validate(report, REPORT_SCHEMA)
 
 
 def test_report_files_are_json_and_a_self_contained_page_with_three_plots(tmp_path):

@@ -326,22 +326,18 @@ class Bot:
             return {}
         now = time.time()
         stats = await link.pc.getStats()
-        remote_in = {s.kind: s for s in stats.values() if s.type == "remote-inbound-rtp"}
-        for meter in link.meters.values():
-            meter.sample(now)
+        latest = [s for m in link.meters.values() if (s := m.sample(now))]
         rtts = []
-        for kind, stat in remote_in.items():
-            if stat.roundTripTime is not None:
-                rtts.append(stat.roundTripTime * 1000)
-                link.rtt_series.setdefault(kind, []).append((now, round(stat.roundTripTime * 1000, 1)))
-        latest = [m.series[-1] for m in link.meters.values() if m.series and m.series[-1]["at"] == now]
-        sent = [s for s in stats.values() if s.type == "outbound-rtp"]
-        out_bytes = sum(s.bytesSent for s in sent)
+        for stat in stats.values():
+            if stat.type == "remote-inbound-rtp" and stat.roundTripTime is not None:
+                rtts.append(round(stat.roundTripTime * 1000, 1))
+                link.rtt_series.setdefault(stat.kind, []).append((now, rtts[-1]))
+        out_bytes = sum(s.bytesSent for s in stats.values() if s.type == "outbound-rtp")
         last_out, link.sent_mark = link.sent_mark, (now, out_bytes)
         entry: Message = {
             "kbpsIn": round(sum(s["kbps"] for s in latest), 1),
             "lossPct": min(100.0, max((s["loss_pct"] for s in latest), default=0.0)),
-            "rttMs": round(max(rtts), 1) if rtts else None,
+            "rttMs": max(rtts, default=None),
             "path": "direct",  # bots gather host candidates only
         }
         if last_out and now > last_out[0]:

@@ -159,11 +159,11 @@ class TrackMeter:
         self._audio: deque = deque(maxlen=TONE_WINDOW_FRAMES)  # decoded av.AudioFrames
         self.series: list[dict[str, Any]] = []  # one sample a second, see sample()
         self._mark = _Mark(time.time(), 0, 0, 0, 0, 0)  # the first sample covers the track's first second
-        self._count_bytes(receiver)
+        self._watch_packets(receiver)
         self._task = asyncio.create_task(self._consume())
 
-    def _count_bytes(self, receiver: Any) -> None:
-        # Learn which SSRCs are this stream's; their bytes are counted by the WireCounter.
+    def _watch_packets(self, receiver: Any) -> None:
+        # Learn this stream's SSRCs (the WireCounter has their bytes) and count the media stream's packets.
         inner = receiver._handle_rtp_packet
 
         async def counting(packet, arrival_time_ms):
@@ -210,17 +210,17 @@ class TrackMeter:
         self.stamp_senders.add(found.sender)
         self.latencies_ms.append(stamps.latency_ms(found, int(now * 1000) % stamps.MS_MODULO))
 
-    def sample(self, now: float) -> None:
-        """Add one sample of the time since the last: kbps, fps, loss, jitter, latency."""
+    def sample(self, now: float) -> dict[str, Any] | None:
+        """Add (and return) one sample of the time since the last: kbps, fps, loss, jitter, latency."""
         mark = _Mark(now, self.wire_bytes, self.frames, self.packets.received, self.packets.lost,
                      len(self.latencies_ms))
         last, self._mark = self._mark, mark
         if now <= last.at:
-            return
+            return None
         seconds = now - last.at
         arrived, missed = mark.packets - last.packets, max(0, mark.lost - last.lost)
         latencies = self.latencies_ms[last.latencies :]
-        self.series.append({
+        self.series.append(sample := {
             "at": now,
             "kbps": round((mark.wire - last.wire) * 8 / seconds / 1000, 1),
             "fps": round((mark.frames - last.frames) / seconds, 1),
@@ -228,6 +228,7 @@ class TrackMeter:
             "jitter_ms": self.packets.jitter_ms,
             "latency_ms": round(statistics.median(latencies), 1) if latencies else None,
         })
+        return sample
 
     def tone_hz(self) -> float:
         if not self._audio:

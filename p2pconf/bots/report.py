@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from typing import Any
 
@@ -13,12 +14,18 @@ def _median(values: list[float]) -> float | None:
 
 
 def _series(got: Message, rtts: list[tuple[float, float]], start: float) -> list[Message]:
-    """The receiver's per-second samples, timed from the run's start, with the sender's RTT."""
+    """The receiver's per-second samples, timed from the run's start, with the sender's RTT.
+
+    The sender samples on its own clock tick: each sample takes the sender's RTT sample
+    nearest in time (`rtts` is in time order), if one is within 1.5 s.
+    """
+    times = [at for at, _ in rtts]
     out = []
     for sample in got["series"]:
         at = sample["at"]
-        nearest = min(rtts, key=lambda r: abs(r[0] - at), default=None)  # the sender samples on its own clock tick
-        rtt = nearest[1] if nearest and abs(nearest[0] - at) <= 1.5 else None
+        i = bisect.bisect_left(times, at)
+        near = min((j for j in (i - 1, i) if 0 <= j < len(rtts)), key=lambda j: abs(times[j] - at), default=None)
+        rtt = rtts[near][1] if near is not None and abs(times[near] - at) <= 1.5 else None
         out.append({"t": round(at - start, 2), **{k: v for k, v in sample.items() if k != "at"}, "rtt_ms": rtt})
     return out
 

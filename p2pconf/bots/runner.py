@@ -115,10 +115,6 @@ async def _run_group(
         return group
     finally:
         await asyncio.gather(*(bot.close() for bot in bots), return_exceptions=True)
-        # aiortc closes a connection whose peer hung up in a task of its own: let those finish
-        others = asyncio.all_tasks() - {asyncio.current_task()}
-        if others and stop_at is not None:  # only in a bot process of our own, whose loop ends here
-            await asyncio.wait(others, timeout=2)
 
 
 async def _drain(bots: list[Bot]) -> None:
@@ -155,11 +151,19 @@ def _child(opts: RunOptions, slots: list[int], stop_at: float, out: multiprocess
         out.put(("done", slots[0], group))
         release.wait(timeout=60)  # leaving earlier would cut the others' links short
 
+    async def main() -> None:
+        await _run_group(opts, slots, report_progress, stop_at, collected)
+        # aiortc closes a connection whose peer hung up in a task of its own: let those
+        # finish before this process's loop ends, or they die pending.
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if others:
+            await asyncio.wait(others, timeout=2)
+
     faulthandler.enable()  # a crash in a codec prints where it happened
     try:
         if namespace:
             netlab.enter(namespace)  # before any socket or thread exists
-        asyncio.run(_run_group(opts, slots, report_progress, stop_at, collected))
+        asyncio.run(main())
     except BaseException as exc:  # the parent reports it; never hang it
         out.put(("failed", slots[0], describe_failure(exc)))
 

@@ -14,8 +14,7 @@ export const THUMB_SCALE = 4;  // thumbnails are sent at a quarter of the camera
 /** Counters of one connection at one moment, from its stats report. */
 export async function readCounters(pc) {
   const report = await pc.getStats();
-  const c = {at: performance.now(), bytesIn: 0, bytesOut: 0, videoOut: 0, packetsIn: 0, lostIn: 0,
-             rttMs: null, path: null, availableKbps: null};
+  const c = {at: performance.now(), bytesIn: 0, bytesOut: 0, packetsIn: 0, lostIn: 0, rttMs: null, path: null};
   let pair = null;
   report.forEach((s) => {
     if (s.type === 'inbound-rtp') {
@@ -23,9 +22,7 @@ export async function readCounters(pc) {
       c.packetsIn += s.packetsReceived || 0;
       c.lostIn += Math.max(0, s.packetsLost || 0);
     } else if (s.type === 'outbound-rtp') {
-      const bytes = (s.bytesSent || 0) + (s.headerBytesSent || 0);
-      c.bytesOut += bytes;
-      if (s.kind === 'video') c.videoOut += bytes;
+      c.bytesOut += (s.bytesSent || 0) + (s.headerBytesSent || 0);
     } else if (s.type === 'transport' && s.selectedCandidatePairId) {
       pair = report.get(s.selectedCandidatePairId);
     }
@@ -33,7 +30,6 @@ export async function readCounters(pc) {
   if (!pair) report.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
   if (pair) {
     if (pair.currentRoundTripTime !== undefined) c.rttMs = pair.currentRoundTripTime * 1000;
-    if (pair.availableOutgoingBitrate !== undefined) c.availableKbps = pair.availableOutgoingBitrate / 1000;
     const local = report.get(pair.localCandidateId);
     const remote = report.get(pair.remoteCandidateId);
     c.path = local?.candidateType === 'relay' || remote?.candidateType === 'relay' ? 'relay' : 'direct';
@@ -44,20 +40,21 @@ export async function readCounters(pc) {
 /** The rates between two readings of the same connection. */
 export function rates(before, after) {
   const s = Math.max(0.001, (after.at - before.at) / 1000);
-  const packets = after.packetsIn - before.packetsIn;
-  const lost = Math.max(0, after.lostIn - before.lostIn);
   const kbps = (bytes) => Math.max(0, bytes * 8 / s / 1000);
   return {
     seconds: s,
     kbpsIn: kbps(after.bytesIn - before.bytesIn),
     kbpsOut: kbps(after.bytesOut - before.bytesOut),
-    videoKbpsOut: kbps(after.videoOut - before.videoOut),
-    packets: Math.max(0, packets),
-    lost,
+    packets: Math.max(0, after.packetsIn - before.packetsIn),
+    lost: Math.max(0, after.lostIn - before.lostIn),
     rttMs: after.rttMs,
     path: after.path,
-    availableKbps: after.availableKbps,
   };
+}
+
+/** Lost packets as a percentage of those expected (received + lost). */
+export function lossPct(packets, lost) {
+  return packets + lost ? 100 * lost / (packets + lost) : 0;
 }
 
 /**
@@ -67,21 +64,19 @@ export function rates(before, after) {
  */
 export function judge(samples) {
   let seconds = 0, packets = 0, lost = 0;
-  const recent = [];
   for (let i = samples.length - 1; i >= 0 && seconds < WINDOW_S; i--) {
-    recent.push(samples[i]);
     seconds += samples[i].seconds;
     packets += samples[i].packets;
     lost += samples[i].lost;
   }
   if (seconds < 3) return null;
-  const lossPct = packets + lost ? 100 * lost / (packets + lost) : 0;
-  const rtt = recent[0].rttMs;
+  const loss = lossPct(packets, lost);
+  const rtt = samples.at(-1).rttMs;
   const reasons = [];
-  if (lossPct >= BAD_LOSS_PCT) reasons.push(`loss ${lossPct.toFixed(0)} %`);
+  if (loss >= BAD_LOSS_PCT) reasons.push(`loss ${loss.toFixed(0)} %`);
   if (packets / seconds < MIN_PACKETS_PER_S) reasons.push(`${(packets / seconds).toFixed(1)} packets/s`);
   if (rtt !== null && rtt > MAX_RTT_MS) reasons.push(`rtt ${Math.round(rtt)} ms`);
-  return {bad: reasons.length > 0, reasons, lossPct};
+  return {bad: reasons.length > 0, reasons, lossPct: loss};
 }
 
 /**
@@ -109,28 +104,24 @@ export function splitBudget(budgetKbps, peers) {
 export class CallQuality {
   constructor() {
     this.startedAt = new Date().toISOString();
-    /** @type {Map<string, {name: string, last: object|null, samples: object[], badSeconds: number}>} */
+    /** @type {Map<string, {name: string, last: object|null, samples: object[], verdict: object|null,
+     *                         badSeconds: number}>} */
     this.links = new Map();
   }
 
-  /** Add a reading of one peer's connection; returns the new sample or null (first reading). */
+  /** Add a reading of one peer's connection; returns the link's verdict (see judge()). */
   add(id, name, counters) {
     let link = this.links.get(id);
-    if (!link) this.links.set(id, link = {name, last: null, samples: [], badSeconds: 0});
+    if (!link) this.links.set(id, link = {name, last: null, samples: [], verdict: null, badSeconds: 0});
     link.name = name;
     const before = link.last;
     link.last = counters;
     if (!before) return null;
     const sample = {t: Date.now() / 1000, ...rates(before, counters)};
     link.samples.push(sample);
-    if (judge(link.samples)?.bad) link.badSeconds += sample.seconds;
-    return sample;
-  }
-
-  /** The indicator's verdict for one peer (see judge()). */
-  verdict(id) {
-    const link = this.links.get(id);
-    return link ? judge(link.samples) : null;
+    link.verdict = judge(link.samples);
+    if (link.verdict?.bad) link.badSeconds += sample.seconds;
+    return link.verdict;
   }
 
   /** The `peers` object of a `stats` message: the latest sample of every link. */
@@ -140,7 +131,7 @@ export class CallQuality {
       const s = this.links.get(id)?.samples.at(-1);
       if (!s) continue;
       const r1 = (x) => Math.round(x * 10) / 10;
-      peers[id] = {kbpsIn: r1(s.kbpsIn), kbpsOut: r1(s.kbpsOut), lossPct: r1(s.packets + s.lost ? 100 * s.lost / (s.packets + s.lost) : 0),
+      peers[id] = {kbpsIn: r1(s.kbpsIn), kbpsOut: r1(s.kbpsOut), lossPct: r1(lossPct(s.packets, s.lost)),
                    path: s.path || 'direct', ...(s.rttMs !== null ? {rttMs: r1(s.rttMs)} : {})};
     }
     return peers;
@@ -158,7 +149,7 @@ export class CallQuality {
         id, name: link.name, seconds: Math.round(s.reduce((a, x) => a + x.seconds, 0)),
         path: s.at(-1)?.path ?? null,
         kbpsIn: stat(pick('kbpsIn')), kbpsOut: stat(pick('kbpsOut')), rttMs: stat(pick('rttMs')),
-        lossPct: stat(s.map((x) => (x.packets + x.lost ? 100 * x.lost / (x.packets + x.lost) : 0))),
+        lossPct: stat(s.map((x) => lossPct(x.packets, x.lost))),
         badSeconds: Math.round(link.badSeconds),
         series: s.map((x) => ({t: Math.round(x.t), kbpsIn: Math.round(x.kbpsIn), kbpsOut: Math.round(x.kbpsOut),
                                packets: x.packets, lost: x.lost, rttMs: x.rttMs === null ? null : Math.round(x.rttMs)})),

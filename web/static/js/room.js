@@ -129,7 +129,7 @@ function showLink() {
 /** The link-quality view: the room's N x N matrix, row = sender, column = receiver. */
 function drawMatrix(msg) {
   const names = new Map(msg.peers.map((p) => [p.id, p.name]));
-  const cell = (text, cls) => Object.assign(document.createElement(cls === 'th' ? 'th' : 'td'), {textContent: text});
+  const cell = (text, tag = 'td') => Object.assign(document.createElement(tag), {textContent: text});
   const head = document.createElement('tr');
   head.append(cell('', 'th'), ...msg.peers.map((p) => cell(p.name, 'th')));
   const rows = msg.peers.map((from) => {
@@ -253,11 +253,10 @@ async function main() {
     const peers = [...mesh.peers.values()];
     for (const peer of peers) {
       try {
-        quality.add(peer.id, peer.name, await readCounters(peer.pc));
+        drawQuality(peer.id, quality.add(peer.id, peer.name, await readCounters(peer.pc)));
       } catch (e) {
-        continue;  // closed while we asked
+        // closed while we asked
       }
-      drawQuality(peer.id, quality.verdict(peer.id));
     }
     const limits = splitBudget(budgetKbps, peers.map((p) => ({id: p.id, centred: focusOf.get(p.id) === conn.id})));
     for (const [id, limit] of limits) mesh.limitVideo(id, limit);
