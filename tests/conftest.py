@@ -105,6 +105,15 @@ class Peer:
         return await self.expect("joined")
 
 
+async def three_in_a_room(connect, room: str = "r") -> tuple[Peer, Peer, Peer]:
+    """Peers A, B and C joined to `room`, in that order, with the join announcements read."""
+    a, b, c = await connect(), await connect(), await connect()
+    for peer, name in ((a, "A"), (b, "B"), (c, "C")):
+        await peer.join(room, name)
+    await a.expect("peer-joined"), await a.expect("peer-joined"), await b.expect("peer-joined")
+    return a, b, c
+
+
 @pytest.fixture
 def connect(client):
     """connect(origin=None, hello=True) -> Peer, greeted unless hello=False."""

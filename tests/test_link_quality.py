@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-
-async def three_in_a_room(connect):
-    a, b, c = await connect(), await connect(), await connect()
-    await a.join("q", "A")
-    await b.join("q", "B")
-    await c.join("q", "C")
-    await a.expect("peer-joined"), await a.expect("peer-joined"), await b.expect("peer-joined")
-    return a, b, c
+from .conftest import three_in_a_room
 
 
 async def test_the_matrix_joins_what_the_receiver_got_and_the_sender_sent(connect):

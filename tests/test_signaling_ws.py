@@ -11,7 +11,7 @@ from aiohttp import WSMsgType
 from p2pconf import protocol
 from p2pconf.server import HUB, create_app
 
-from .conftest import Peer
+from .conftest import Peer, three_in_a_room
 
 
 async def test_welcome_carries_id_version_and_no_ice_servers_by_default(connect):
@@ -45,11 +45,7 @@ async def test_join_lists_members_and_tells_them(connect):
 
 
 async def test_signal_goes_to_exactly_one_peer_with_the_sender_stamped(connect):
-    a, b, c = await connect(), await connect(), await connect()
-    await a.join("r", "A")
-    await b.join("r", "B")
-    await c.join("r", "C")
-    await a.expect("peer-joined"), await a.expect("peer-joined"), await b.expect("peer-joined")
+    a, b, c = await three_in_a_room(connect)
     await c.send(type="offer", to=a.id, sdp="v=0 offer")
     await c.send(type="candidate", to=a.id, candidate={"candidate": "candidate:1 1 udp 9 127.0.0.1 5 typ host", "sdpMid": "0"})
     await c.send(type="candidate", to=a.id, candidate=None)
@@ -187,9 +183,7 @@ async def test_media_state_reaches_the_others(connect):
 
 
 async def test_leave_and_disconnect_tell_the_room(connect):
-    a, b, c = await connect(), await connect(), await connect()
-    await a.join("r", "A"), await b.join("r", "B"), await c.join("r", "C")
-    await a.expect("peer-joined"), await a.expect("peer-joined"), await b.expect("peer-joined")
+    a, b, c = await three_in_a_room(connect)
     await b.send(type="leave")
     await b.expect("left")
     assert (await a.expect("peer-left")) == {"type": "peer-left", "id": b.id, "reason": "left"}
