@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TextIO
 
 from . import protocol
-from .auth import hash_password
+from .auth import EMAIL_RE, LOGIN_RE, hash_password
 from .store import Store, StoreError
 
-LOGIN_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 DURATION_RE = re.compile(r"^(\d+)([smhd])$")
 DEFAULT_ORIGIN = "http://127.0.0.1:8080"
 
@@ -41,7 +40,7 @@ def check_user_fields(login: str, name: str, email: str | None) -> tuple[str, st
     except protocol.ProtocolError:
         raise AdminError(f"name {name!r}: 1 to 40 printable characters") from None
     email = (email or "").strip() or None
-    if email and not re.match(r"^[^@\s]+@[^@\s]+$", email):
+    if email and (not EMAIL_RE.match(email) or not email.isprintable()):
         raise AdminError(f"email {email!r} is not an address")
     return login, name, email
 
@@ -97,14 +96,16 @@ async def users_import(store: Store, file: TextIO) -> str:
             problems.append(f"line {line}: {exc}")
     if problems:
         raise AdminError("nothing imported; fix these rows first: " + "; ".join(problems))
-    added, skipped = 0, []
-    for login, name, email, password in rows:
-        if await store.user_by_login(login):
-            skipped.append(login)
-            continue
-        await store.add_user(login, name, email, password_hash_or_error(password) if password else None)
-        added += 1
-    return f"imported {added} users" + (f", skipped {len(skipped)} that exist: {', '.join(skipped)}" if skipped else "")
+    new, skipped = [], []
+    for row in rows:
+        if await store.user_by_login(row[0]):
+            skipped.append(row[0])
+        else:
+            new.append(row)
+    await store.add_users([(login, name, email, password_hash_or_error(password) if password else None)
+                           for login, name, email, password in new])
+    return f"imported {len(new)} users" + (f", skipped {len(skipped)} that exist: {', '.join(skipped)}"
+                                           if skipped else "")
 
 
 async def rooms_invite(store: Store, name: str, expires: str | None, by: str | None, public_url: str | None,
@@ -150,6 +151,8 @@ async def run(data_dir: Path, command, *args) -> str:
     store = await Store.open(data_dir)
     try:
         return await command(store, *args)
+    except StoreError as exc:  # e.g. busy: one line, never a traceback
+        raise AdminError(str(exc)) from None
     finally:
         await store.close()
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
-from . import protocol
-from .appkeys import CALLS, CONFIG, HUB, IDENTITY, STORE, THROTTLE
-from .auth import SESSION_COOKIE, attempt_sign_in
+from . import audit, protocol
+from .appkeys import ACCESS, CALLS, CONFIG, HUB, IDENTITY, STORE
+from .auth import SESSION_COOKIE
 from .middleware import api_error, require_user, set_session_cookie, site_origin
+from .pages import end_session, sign_in_checked
 from .store import Invite, User
 
 MAX_BODY = 16 * 1024
@@ -41,9 +41,9 @@ async def body(request: web.Request) -> dict[str, Any]:
     if len(raw) > MAX_BODY:
         raise api_error(413, "too-large", f"request bodies are limited to {MAX_BODY} bytes")
     try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        raise api_error(400, "bad-json", "the body is not JSON") from None
+        data = protocol.loads(raw or b"{}")
+    except ValueError as exc:
+        raise api_error(400, "bad-json", f"the body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise api_error(400, "bad-json", "the body must be a JSON object")
     return data
@@ -73,10 +73,12 @@ async def sign_in(request: web.Request) -> web.Response:
     data = await body(request)
     login, password = str(data.get("login", "")).strip(), str(data.get("password", ""))
     store = request.app[STORE]
-    user, wait = await attempt_sign_in(store, request.app[THROTTLE], login, password, request.remote or "?")
+    user, wait = await sign_in_checked(request, login, password)
     if wait:
-        raise api_error(429, "too-many-attempts", "too many failed sign-ins; try again later",
-                        retry_after_s=int(wait) + 1)
+        error = api_error(429, "too-many-attempts", "too many failed sign-ins; try again later",
+                          retry_after_s=int(wait) + 1)
+        error.headers["Retry-After"] = str(int(wait) + 1)
+        raise error
     if user is None:
         raise api_error(401, "bad-credentials", "wrong login or password")
     token, csrf = await store.create_session(ttl_s=request.app[CONFIG].session_ttl_s, user=user)
@@ -86,8 +88,7 @@ async def sign_in(request: web.Request) -> web.Response:
 
 
 async def sign_out(request: web.Request) -> web.Response:
-    if token := request.cookies.get(SESSION_COOKIE):
-        await request.app[STORE].delete_session(token)
+    await end_session(request)
     response = web.json_response({"ok": True})
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -135,10 +136,17 @@ async def start_call(request: web.Request) -> web.Response:
     if mode not in protocol.MODES:
         raise api_error(400, "bad-request", f"mode must be one of {', '.join(protocol.MODES)}")
     invitees = await _invitees(request, data.get("invitees"), caller)
-    title = str(data.get("name") or f"Anruf von {caller.name}")[:64]
+    title = data.get("name") or f"Anruf von {caller.name}"[:protocol.MAX_ROOM_CHARS]
+    try:
+        title = protocol.clean_room(title)
+    except protocol.ProtocolError as exc:
+        raise api_error(400, "bad-request", f"name: {exc.detail}") from None
+    calls = request.app[CALLS]
+    if not calls.may_start(caller.login):
+        audit.event("call-rate-limited", login=caller.login, addr=request.remote)
+        raise api_error(429, "too-many-calls", f"at most {calls.calls_per_minute:g} calls a minute")
     room = await request.app[STORE].create_room(title, "call", mode=mode, created_by=caller.id,
                                                 members=[u.id for u in invitees])
-    calls = request.app[CALLS]
     call = calls.start(room, caller)
     calls.ring(call, invitees)
     return web.json_response(call.describe(), status=201)
@@ -216,12 +224,12 @@ async def list_invites(request: web.Request) -> web.Response:
 async def revoke_invite(request: web.Request) -> web.Response:
     user = require_user(request)
     store = request.app[STORE]
-    try:
-        invite = await store.invite_by_id(int(request.match_info["id"]))
-    except ValueError:
-        invite = None
+    invite_id = request.match_info["id"]
+    invite = await store.invite_by_id(int(invite_id)) if invite_id.isascii() and invite_id.isdigit() \
+        and len(invite_id) <= 18 else None
     if invite is None or invite.created_by != user.id:
         raise api_error(404, "no-such-invite", "no such invite of yours")
     await store.revoke_invite(invite.id)
-    request.app[HUB].close_guests(invite.room.id, protocol.CLOSE_REVOKED)  # and out of the call, now
+    audit.event("invite-revoked", invite=invite.id, by=user.login, addr=request.remote)
+    await request.app[ACCESS].check()  # its guests leave the call now, not at the next poll
     return web.json_response(invite_view(request, await store.invite_by_id(invite.id)))

@@ -6,7 +6,7 @@ import weakref
 
 from aiohttp import web
 
-from .auth import Identity, LoginThrottle
+from .auth import HashPool, Identity, LoginThrottle
 from .calls import Calls
 from .config import Config
 from .signaling import Hub
@@ -17,8 +17,12 @@ HUB = web.AppKey("hub", Hub)
 STORE = web.AppKey("store", Store)
 CALLS = web.AppKey("calls", Calls)
 THROTTLE = web.AppKey("throttle", LoginThrottle)
+HASHES = web.AppKey("hashes", HashPool)
+ACCESS = web.AppKey("access", "AccessWatch")  # access.AccessWatch (named: access.py imports these keys)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 
-# Per request: who is asking, and a double-submit CSRF cookie a page handed out.
+# Per request: who is asking, a double-submit CSRF cookie a page handed out, and whether
+# a trusted proxy forwarded it (its X-Forwarded-* were believed).
 IDENTITY = web.RequestKey("identity", Identity)
 NEW_CSRF_COOKIE = web.RequestKey("new_csrf_cookie", str)
+VIA_PROXY = web.RequestKey("via_proxy", bool)

@@ -3,14 +3,18 @@
 Per invitee the state goes ringing -> accepted | declined | missed, or straight
 to busy when the invitee is already in a call. The state lives in memory: a
 ring that is not answered within `ring_timeout_s` is missed, and a restart
-ends all ringing (the rooms themselves are stored).
+ends all ringing (the rooms themselves are stored). A call nobody is rung for
+and nobody is in is forgotten by the housekeeping (`forget_finished`), and each
+user may start `calls_per_minute` calls a minute.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
+from .ratelimit import TokenBucket
 from .signaling import Hub
 from .store import Room, User
 
@@ -24,6 +28,7 @@ class Call:
     status: dict[str, str] = field(default_factory=dict)  # invitee login -> state
     names: dict[str, str] = field(default_factory=dict)  # invitee login -> display name
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.monotonic)
 
     def describe(self) -> dict:
         return {
@@ -42,9 +47,29 @@ class Call:
 class Calls:
     """Live calls, keyed by their room id."""
 
-    def __init__(self, hub: Hub, ring_timeout_s: float):
-        self.hub, self.ring_timeout_s = hub, ring_timeout_s
+    def __init__(self, hub: Hub, ring_timeout_s: float, calls_per_minute: float = 10.0):
+        self.hub, self.ring_timeout_s, self.calls_per_minute = hub, ring_timeout_s, calls_per_minute
         self.calls: dict[str, Call] = {}
+        self._starts: dict[str, TokenBucket] = {}  # caller login -> calls they may still start
+
+    def may_start(self, login: str) -> bool:
+        """Spend one of the caller's call starts; False when they started too many lately."""
+        bucket = self._starts.setdefault(
+            login, TokenBucket(self.calls_per_minute / 60.0, max(1, int(self.calls_per_minute))))
+        return bucket.take()
+
+    def forget_finished(self) -> int:
+        """Forget calls that ring for nobody, whose room is empty, and that started over a ring
+        timeout ago; and the call-rate buckets that are full again. Returns the calls kept."""
+        horizon = time.monotonic() - self.ring_timeout_s
+        for room_id, call in list(self.calls.items()):
+            if call.started_at < horizon and "ringing" not in call.status.values() \
+                    and room_id not in self.hub.rooms:
+                del self.calls[room_id]
+        for login, bucket in list(self._starts.items()):
+            if bucket.full():
+                del self._starts[login]
+        return len(self.calls)
 
     def start(self, room: Room, caller: User) -> Call:
         call = self.calls.get(room.id) or Call(room, caller)

@@ -38,9 +38,11 @@ class Config:
     heartbeat_s: float = 10.0
     client_ping_s: float = 10.0
 
-    # Per-connection token bucket: sustained messages per second and burst size.
+    # Per-connection token bucket: sustained messages per second and burst size (every frame counts).
     rate_per_s: float = 50.0
     rate_burst: int = 300
+    # Bytes queued for one client before it counts as not reading (closed with 4009).
+    outbox_bytes: int = 1024 * 1024
 
     # Organisation side.
     sso_secret: str | None = None  # HS256 key shared with the host platform; None: /sso is off
@@ -49,6 +51,16 @@ class Config:
     session_ttl_s: float = 12 * 3600
     login_limit: int = 5  # failed sign-ins per login and per address ...
     login_window_s: float = 900.0  # ... within this many seconds, then refused until the window passes
+    # Password checks (argon2) run in this many threads, off the event loop (None: cores - 1);
+    # at most hash_waiting more wait, further sign-ins get 503 at once (None: 4 per thread).
+    hash_workers: int | None = None
+    hash_waiting: int | None = None
+    calls_per_minute: float = 10.0  # calls one user may start a minute
+    # Lost rights (disabled users, revoked links, ended sessions) reach open sockets within this:
+    access_poll_s: float = 1.0
+    purge_interval_s: float = 60.0  # expired sessions, spent SSO tokens, old events
+    # Origins allowed to embed the pages in a frame (the host platform); none by default.
+    frame_ancestors: list[str] = field(default_factory=list)
     # Let anyone who can reach /ws join any room by name (a lab or load-test server).
     open_rooms: bool = False
 

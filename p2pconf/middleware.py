@@ -1,4 +1,5 @@
-"""Request plumbing shared by pages, API and WebSocket: proxies, origins, identity, CSRF, errors."""
+"""Request plumbing shared by pages, API and WebSocket: proxies, origins, identity, CSRF,
+security headers, errors."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from .appkeys import CONFIG, IDENTITY, NEW_CSRF_COOKIE, STORE
-from .auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Identity, same_token
+from . import audit
+from .appkeys import CONFIG, IDENTITY, NEW_CSRF_COOKIE, STORE, VIA_PROXY
+from .auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Identity, Overloaded, same_token
+from .store import StoreError
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -24,7 +27,29 @@ def api_error(status: int, code: str, message: str, **extra: Any) -> web.HTTPExc
 _BY_STATUS = {
     400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
     409: web.HTTPConflict, 410: web.HTTPGone, 413: web.HTTPRequestEntityTooLarge, 429: web.HTTPTooManyRequests,
+    503: web.HTTPServiceUnavailable,
 }
+
+
+def busy_error(retry_after_s: int, message: str) -> web.HTTPException:
+    """503 with Retry-After: the server is momentarily too busy for this request."""
+    error = api_error(503, "busy", message, retry_after_s=retry_after_s)
+    error.headers["Retry-After"] = str(retry_after_s)
+    return error
+
+
+@web.middleware
+async def busy_middleware(request: web.Request, handler):
+    """A full password pool or a locked database is a 503 with Retry-After, never a 500."""
+    try:
+        return await handler(request)
+    except Overloaded as exc:
+        audit.event("sign-in-overloaded", addr=request.remote)
+        raise busy_error(exc.retry_after_s, "too many sign-ins at once; try again in a moment") from None
+    except StoreError as exc:
+        if exc.code != "busy":
+            raise
+        raise busy_error(1, str(exc)) from None
 
 
 @web.middleware
@@ -41,6 +66,7 @@ async def forwarded_middleware(request: web.Request, handler):
             changes["remote"] = fwd_for.split(",")[0].strip()
         if changes:
             request = request.clone(**changes)
+            request[VIA_PROXY] = True
     return await handler(request)
 
 
@@ -59,27 +85,81 @@ def site_origin(request: web.Request) -> str:
     return str(url.origin())
 
 
+def host_trusted(request: web.Request) -> bool:
+    """Without --public-url, only a Host that DNS rebinding cannot forge is ours:
+    an IP address, `localhost`, the name the server was told to listen on, or the
+    host a trusted proxy forwards (the proxy's own configuration picks the names).
+    (A rebinding page's Origin and Host both name the attacker's host.)"""
+    config = request.app[CONFIG]
+    if config.public_url or request.get(VIA_PROXY):
+        return True
+    host = (URL.build(scheme="http", authority=request.host).host or "").strip("[]").lower()
+    if host in ("localhost", config.host.lower()):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def origin_allowed(request: web.Request) -> bool:
-    """A browser request must come from our own origin.
+    """A browser request must come from our own origin: --public-url's, or else
+    the request's own scheme and host when that host is trusted (host_trusted).
 
     Clients that send no Origin (bots, command-line tools) are not browsers and
     cannot be used for cross-site requests, so they are let through.
     """
     origin = request.headers.get("Origin")
-    return origin is None or origin.rstrip("/") == site_origin(request)
+    if origin is None:
+        return True
+    try:
+        allowed = origin.rstrip("/") == site_origin(request) and host_trusted(request)
+    except ValueError:  # a Host header that is no host
+        allowed = False
+    if not allowed:
+        audit.event("bad-origin", origin=origin, host=request.host, path=request.path, addr=request.remote)
+    return allowed
 
 
 def is_secure(request: web.Request) -> bool:
     return request.scheme == "https" or (request.app[CONFIG].public_url or "").startswith("https:")
 
 
+async def identity_of(request: web.Request) -> Identity:
+    """The Identity behind the request's session cookie, as the store has it now."""
+    token = request.cookies.get(SESSION_COOKIE)
+    return Identity.from_session(await request.app[STORE].session(token) if token else None)
+
+
 @web.middleware
 async def identity_middleware(request: web.Request, handler):
     """Put the Identity behind the session cookie (or an empty one) in request[IDENTITY]."""
-    token = request.cookies.get(SESSION_COOKIE)
-    record = await request.app[STORE].session(token) if token else None
-    request[IDENTITY] = Identity.from_session(record)
+    request[IDENTITY] = await identity_of(request)
     return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer (pages, API, static files, errors) gets these.
+
+    No inline script or style; frames only from --frame-ancestors; no Referer (a guest
+    link carries its token in the URL); camera, microphone and screen for this origin only.
+    """
+    ancestors = " ".join(request.app[CONFIG].frame_ancestors) or "'none'"
+    try:
+        ws_origin = "ws" + site_origin(request)[4:]  # http(s)://host -> ws(s)://host
+    except ValueError:
+        ws_origin = ""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        f"media-src 'self' blob:; connect-src 'self' {ws_origin}; object-src 'none'; base-uri 'none'; "
+        f"form-action 'self'; frame-ancestors {ancestors}"))
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)")
+    if not request.app[CONFIG].frame_ancestors:
+        headers.setdefault("X-Frame-Options", "DENY")
 
 
 def expected_csrf(request: web.Request) -> str | None:

@@ -9,12 +9,13 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from . import __version__, protocol
-from .appkeys import CONFIG, IDENTITY, STORE, THROTTLE
+from . import __version__, audit, protocol
+from .appkeys import ACCESS, CONFIG, HASHES, IDENTITY, STORE, THROTTLE
 from .auth import SESSION_COOKIE, SsoError, attempt_sign_in, read_sso_token
 from .middleware import form_csrf, set_session_cookie
 from .i18n import TEXTS, pick_language
 from .protocol import ProtocolError
+from .store import StoreError
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")  # secrets.token_urlsafe(24)
 
@@ -71,8 +72,7 @@ async def login_page(request: web.Request) -> web.Response:
 async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     login, password = str(form.get("login", "")).strip(), str(form.get("password", ""))
-    user, wait = await attempt_sign_in(request.app[STORE], request.app[THROTTLE], login, password,
-                                       request.remote or "?")
+    user, wait = await sign_in_checked(request, login, password)
     if wait:
         response = render(request, "login.html", status=429,
                           error=texts(request)["throttled"].format(minutes=int(wait / 60) + 1))
@@ -83,6 +83,17 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     return await _start_session(request, user=user)
 
 
+async def sign_in_checked(request: web.Request, login: str, password: str):
+    """attempt_sign_in for this request, with the security log's line for each outcome."""
+    app, address = request.app, request.remote or "?"
+    user, wait = await attempt_sign_in(app[STORE], app[THROTTLE], app[HASHES], login[:128], password, address)
+    if wait:
+        audit.event("sign-in-throttled", login=login[:64], addr=address, retry_after_s=int(wait) + 1)
+    elif user is None:
+        audit.event("sign-in-failed", login=login[:64], addr=address)
+    return user, wait
+
+
 async def _start_session(request: web.Request, target: str = "/", **who: Any) -> web.StreamResponse:
     config = request.app[CONFIG]
     token, _ = await request.app[STORE].create_session(ttl_s=config.session_ttl_s, **who)
@@ -91,9 +102,15 @@ async def _start_session(request: web.Request, target: str = "/", **who: Any) ->
     return response
 
 
-async def logout(request: web.Request) -> web.StreamResponse:
+async def end_session(request: web.Request) -> None:
+    """Sign out: the session ends, and with it (now) this person's open sockets on it."""
     if token := request.cookies.get(SESSION_COOKIE):
         await request.app[STORE].delete_session(token)
+        await request.app[ACCESS].check()
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    await end_session(request)
     response = redirect("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -104,17 +121,28 @@ async def sso(request: web.Request) -> web.StreamResponse:
     secret = request.app[CONFIG].sso_secret
     if not secret:
         return message_page(request, 404, "sso-off")
+    token = request.query.get("token", "")
     try:
-        claims = read_sso_token(request.query.get("token", ""), secret)
+        claims = read_sso_token(token, secret)
+        if not await request.app[STORE].use_sso_token(token, claims["expires_at"]):
+            raise SsoError("sso-replayed", "this sign-in link was used already; open the module from the platform "
+                                           "again")
     except SsoError as exc:
+        audit.event("sso-refused", code=exc.code, why=str(exc), addr=request.remote)
         return message_page(request, 401, exc.code, key="sso-failed", message=str(exc))
     store = request.app[STORE]
     user = await store.user_by_login(claims["login"])
     if user is None:
-        user = await store.add_user(claims["login"], claims["name"], claims["email"])
-    elif not user.active:
+        try:
+            user = await store.add_user(claims["login"], claims["name"], claims["email"])
+        except StoreError as exc:  # the same new user signing in twice at once: the other request made them
+            if exc.code != "user-exists":
+                raise
+            user = await store.user_by_login(claims["login"])
+    if not user.active:
+        audit.event("sso-refused", code="user-disabled", login=user.login, addr=request.remote)
         return message_page(request, 403, "user-disabled")
-    elif (user.name, user.email) != (claims["name"], claims["email"] or user.email):
+    if (user.name, user.email) != (claims["name"], claims["email"] or user.email):
         await store.update_user(user.id, name=claims["name"], email=claims["email"])
     return await _start_session(request, user=user)
 

@@ -7,8 +7,8 @@ on one definition of a valid message.
 
 from __future__ import annotations
 
+import json
 import math
-import re
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -16,6 +16,7 @@ PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_NAME_CHARS = 40
 MAX_ROOM_CHARS = 64
+MAX_CANDIDATE_CHARS = 1024
 
 # WebSocket close codes (docs/protocol.md, "Closing").
 CLOSE_GOING_AWAY = 1001  # server shutdown
@@ -23,7 +24,11 @@ CLOSE_TOO_LARGE = 1009  # message over MAX_MESSAGE_BYTES
 CLOSE_PROTOCOL = 4000  # handshake broken: first message not hello, bad version
 CLOSE_REVOKED = 4003  # the guest link this connection came through was revoked
 CLOSE_STALLED = 4009  # the client stopped reading its messages
+CLOSE_SIGNED_OUT = 4001  # the session ended: signed out, user disabled or session expired
 CLOSE_FLOOD = 4029  # rate limit exceeded
+# After these the client must not reconnect: it is told why and stops (docs/protocol.md, "Closing").
+FINAL_CLOSE_CODES = (CLOSE_PROTOCOL, CLOSE_SIGNED_OUT, CLOSE_REVOKED, CLOSE_STALLED, CLOSE_FLOOD)
+MAX_JSON_DEPTH = 32  # objects and arrays nested deeper are refused (bad-json)
 
 # Stable, machine-readable error codes carried by `error` messages.
 ERRORS = {
@@ -50,8 +55,6 @@ CLIENT_TYPES = ("hello", "join", "media", "leave", "ping", *SIGNAL_TYPES, *QUALI
 STATS_LIMITS = {"kbpsIn": 1_000_000, "kbpsOut": 1_000_000, "lossPct": 100, "rttMs": 60_000}
 PATHS = ("direct", "relay")
 
-_ROOM_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,%d}$" % MAX_ROOM_CHARS)
-
 
 class ProtocolError(Exception):
     """A message broke the protocol; `code` is one of ERRORS."""
@@ -70,21 +73,82 @@ def error_message(code: str, detail: str | None = None, ref: str | None = None) 
     return msg
 
 
-def clean_name(value: Any) -> str:
-    """Trim a display name and check it is 1..40 characters of printable text."""
+def loads(data: str | bytes) -> Any:
+    """Parse one JSON text the way the protocol allows it, or raise ValueError.
+
+    Refused beyond what json.loads refuses: NaN and infinities (not JSON for
+    browsers), lone surrogates (they cannot be stored or re-encoded), and
+    objects or arrays nested deeper than MAX_JSON_DEPTH.
+    """
+    try:
+        value = json.loads(data, parse_constant=_not_a_number, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_encodable(item)
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH}")
+            if isinstance(item, dict):
+                for key in item:
+                    _check_encodable(key)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
+
+
+def dumps(msg: Any) -> str:
+    """Serialise a message; refuses NaN and infinities rather than emit invalid JSON."""
+    return json.dumps(msg, allow_nan=False, separators=(",", ":"))
+
+
+def _not_a_number(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range")
+    return number
+
+
+def _check_encodable(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate") from None
+
+
+def clean_text(value: Any, what: str, max_chars: int) -> str:
+    """Trim `value`, fold inner white space, and check it is 1..max_chars printable characters.
+
+    "Printable" refuses every control and format character: C0/C1 controls, NUL,
+    line breaks, bidirectional overrides and zero-width characters.
+    """
     if not isinstance(value, str):
-        raise ProtocolError("bad-message", "name must be a string")
-    name = " ".join(value.split())
-    if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
-        raise ProtocolError("bad-message", f"name must be 1 to {MAX_NAME_CHARS} printable characters")
-    return name
+        raise ProtocolError("bad-message", f"{what} must be a string")
+    text = " ".join(value.split())
+    if not 1 <= len(text) <= max_chars or not text.isprintable():
+        raise ProtocolError("bad-message", f"{what} must be 1 to {max_chars} printable characters")
+    return text
+
+
+def clean_name(value: Any) -> str:
+    """A display name: 1..40 printable characters (see clean_text)."""
+    return clean_text(value, "name", MAX_NAME_CHARS)
 
 
 def clean_room(value: Any) -> str:
-    """Check a room name: 1..64 characters, no control characters."""
-    if not isinstance(value, str) or not _ROOM_RE.match(value.strip()):
-        raise ProtocolError("bad-message", f"room must be 1 to {MAX_ROOM_CHARS} printable characters")
-    return value.strip()
+    """A room name or call title: 1..64 printable characters (see clean_text)."""
+    return clean_text(value, "room", MAX_ROOM_CHARS)
+
+
+def is_version(value: Any) -> bool:
+    """True for exactly the integer PROTOCOL_VERSION (not 1.0, not true)."""
+    return type(value) is int and value == PROTOCOL_VERSION
 
 
 def clean_media(value: Any, previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -123,21 +187,17 @@ def check_signal(msg: dict[str, Any]) -> dict[str, Any]:
         cand = msg.get("candidate", "missing")
         if cand is None:  # end of candidates
             return {"candidate": None}
-        if (
-            not isinstance(cand, dict)
-            or not isinstance(cand.get("candidate"), str)
-            or not (isinstance(cand.get("sdpMid"), str) or isinstance(cand.get("sdpMLineIndex"), int))
-        ):
-            raise ProtocolError(
-                "bad-message", "candidate needs {candidate, sdpMid or sdpMLineIndex} or null"
-            )
-        return {
-            "candidate": {
-                "candidate": cand["candidate"],
-                "sdpMid": cand.get("sdpMid"),
-                "sdpMLineIndex": cand.get("sdpMLineIndex"),
-            }
-        }
+        if not isinstance(cand, dict) or not isinstance(cand.get("candidate"), str) \
+                or len(cand["candidate"]) > MAX_CANDIDATE_CHARS:
+            raise ProtocolError("bad-message", "candidate needs {candidate, sdpMid or sdpMLineIndex} or null")
+        mid, index = cand.get("sdpMid"), cand.get("sdpMLineIndex")
+        if mid is not None and (not isinstance(mid, str) or len(mid) > 64):
+            raise ProtocolError("bad-message", "sdpMid must be a string of at most 64 characters or null")
+        if index is not None and (type(index) is not int or not 0 <= index <= 1024):
+            raise ProtocolError("bad-message", "sdpMLineIndex must be an integer from 0 to 1024 or null")
+        if mid is None and index is None:
+            raise ProtocolError("bad-message", "candidate needs sdpMid or sdpMLineIndex")
+        return {"candidate": {"candidate": cand["candidate"], "sdpMid": mid, "sdpMLineIndex": index}}
     return {}  # renegotiate carries nothing but its addressee
 
 

@@ -13,11 +13,19 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = clock()
 
-    def take(self) -> bool:
-        """Spend one token; False when the bucket is empty."""
+    def _refill(self) -> None:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
+
+    def full(self) -> bool:
+        """True when the bucket has refilled completely (its owner has been quiet)."""
+        self._refill()
+        return self.tokens >= self.burst
+
+    def take(self) -> bool:
+        """Spend one token; False when the bucket is empty."""
+        self._refill()
         if self.tokens < 1:
             return False
         self.tokens -= 1

@@ -6,9 +6,10 @@ Media never passes through here; the server only introduces peers (docs/protocol
 from __future__ import annotations
 
 import asyncio
-import json
+import ipaddress
 import logging
 import ssl
+import sys
 import weakref
 from pathlib import Path
 from typing import Any
@@ -17,19 +18,23 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import __version__, api, pages, protocol
-from .appkeys import CALLS, CONFIG, HUB, IDENTITY, SOCKETS, STORE, THROTTLE
-from .auth import Identity, LoginThrottle
+from . import __version__, api, audit, pages, protocol
+from .access import watch_access
+from .appkeys import CALLS, CONFIG, HASHES, HUB, IDENTITY, SOCKETS, STORE, THROTTLE
+from .auth import HashPool, Identity, LoginThrottle
 from .calls import Calls
 from .config import Config
 from .ice import ice_servers_for
 from .middleware import (
     api_error,
+    busy_middleware,
     csrf_cookie_middleware,
     csrf_middleware,
     forwarded_middleware,
     identity_middleware,
+    identity_of,
     origin_allowed,
+    security_headers,
 )
 from .ratelimit import TokenBucket
 from .signaling import HandshakeError, Hub, ProtocolError
@@ -38,13 +43,14 @@ from .store import Store
 log = logging.getLogger("p2pconf.server")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-OUTBOX_LIMIT = 512  # queued messages per client before it counts as stalled
+
 
 def create_app(config: Config | None = None) -> web.Application:
     """Build the application for `config` (defaults: Config())."""
     config = config or Config()
     app = web.Application(
-        middlewares=[forwarded_middleware, identity_middleware, csrf_middleware, csrf_cookie_middleware],
+        middlewares=[forwarded_middleware, busy_middleware, identity_middleware, csrf_middleware,
+                     csrf_cookie_middleware],
         client_max_size=64 * 1024,
     )
     app[CONFIG] = config
@@ -62,10 +68,13 @@ def create_app(config: Config | None = None) -> web.Application:
             "uploadKbps": config.upload_kbps,
         },
     )
-    app[CALLS] = Calls(app[HUB], config.ring_timeout_s)
+    app[CALLS] = Calls(app[HUB], config.ring_timeout_s, config.calls_per_minute)
     app[THROTTLE] = LoginThrottle(config.login_limit, config.login_window_s)
+    app[HASHES] = HashPool(config.hash_workers, config.hash_waiting)
     app[SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(open_store)
+    app.cleanup_ctx.append(watch_access)
+    app.on_response_prepare.append(security_headers)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True)
     pages.routes(app)
     api.routes(app)
@@ -83,6 +92,7 @@ async def open_store(app: web.Application):
         await app[STORE].set_setting("public_url", app[CONFIG].public_url)
     yield
     app[CALLS].close()
+    app[HASHES].close()
     await app[STORE].close()
 
 
@@ -97,9 +107,13 @@ async def authorize_join(request: web.Request, msg: dict[str, Any]) -> dict[str,
     """Resolve a `join` for this connection's identity: which room, under which name and mode.
 
     Users enter the call rooms they belong to and guests their one room, under the
-    name the server knows; with `open_rooms`, anyone may enter any room by name.
+    name the server knows; with `open_rooms`, anyone else may enter any room by name,
+    except the private rooms the store holds. The session is read again, so a right
+    lost since the socket opened is lost for joins too.
     """
-    identity: Identity = request[IDENTITY]
+    identity = await identity_of(request)
+    if identity.session_id != request[IDENTITY].session_id:
+        raise ProtocolError("forbidden", "your session has ended; sign in again")
     store = request.app[STORE]
     room_id = msg.get("room")
     if identity.is_guest:
@@ -112,6 +126,8 @@ async def authorize_join(request: web.Request, msg: dict[str, Any]) -> dict[str,
             raise ProtocolError("forbidden", "this room is not yours")
         name = identity.user.name
     elif request.app[CONFIG].open_rooms:
+        if isinstance(room_id, str) and await store.room(room_id.strip()) is not None:
+            raise ProtocolError("forbidden", "this room is private")
         return msg
     else:
         raise ProtocolError("forbidden", "sign in or use an invitation link first")
@@ -124,125 +140,161 @@ async def authorize_join(request: web.Request, msg: dict[str, Any]) -> dict[str,
 # -- the signaling WebSocket ------------------------------------------------------
 
 
+class Outbox:
+    """What the server has yet to send one client, in order, bounded in bytes.
+
+    A client that stops reading fills it; it is then closed with 4009 at once,
+    whatever it still sends (pongs included), and what was queued is dropped.
+    Messages are serialised when queued, so a message that cannot be valid JSON
+    (NaN) fails where it is made, not in the writer.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, limit_bytes: int):
+        self.ws, self.request, self.limit_bytes = ws, request, limit_bytes
+        self.queue: asyncio.Queue[str | int] = asyncio.Queue()
+        self.queued_bytes = 0
+        self.close_code: int | None = None  # set once the server decided to close
+        self.writer = asyncio.create_task(self._write())
+        self.closer: asyncio.Task | None = None
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.close_code is not None:
+            return
+        text = protocol.dumps(msg)
+        if self.queued_bytes + len(text) > self.limit_bytes:
+            self._close_stalled()
+            return
+        self.queued_bytes += len(text)
+        self.queue.put_nowait(text)
+
+    def close(self, code: int) -> None:
+        """Close with `code` once what is queued has been sent."""
+        if self.close_code is None:
+            self.close_code = code
+            self.queue.put_nowait(code)
+
+    def _close_stalled(self) -> None:
+        self.close_code = protocol.CLOSE_STALLED
+        self.writer.cancel()
+        self.closer = asyncio.create_task(self._close_now(protocol.CLOSE_STALLED))
+
+    async def _close_now(self, code: int) -> None:
+        """Send the close frame if the socket still takes it, else cut the connection."""
+        try:
+            await asyncio.wait_for(self.ws.close(code=code), 2.0)
+        except (asyncio.TimeoutError, ConnectionError):
+            if self.request.transport is not None:
+                self.request.transport.abort()
+
+    async def _write(self) -> None:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, int):
+                await self.ws.close(code=item)
+                return
+            self.queued_bytes -= len(item)
+            try:
+                await self.ws.send_str(item)
+            except ConnectionError:
+                return
+
+    async def finish(self) -> None:
+        """Close (normally, unless a code was set) and wait, bounded, for the writer."""
+        self.close(WSCloseCode.OK)
+        await asyncio.wait([t for t in (self.writer, self.closer) if t], timeout=5)
+        if not self.writer.done():
+            self.writer.cancel()
+            await self._close_now(self.close_code or WSCloseCode.OK)
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
     """One client connection: parse, rate-limit and hand each message to the hub."""
     config = request.app[CONFIG]
     if not origin_allowed(request):
         raise api_error(403, "bad-origin", "cross-origin WebSocket refused")
-    ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=protocol.MAX_MESSAGE_BYTES)
+    # aiohttp refuses a message of max_msg_size bytes or more; the protocol allows 64 KiB itself.
+    ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=protocol.MAX_MESSAGE_BYTES + 1)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-
-    outbox: asyncio.Queue[dict[str, Any] | int] = asyncio.Queue()
-
-    stalled = False
-
-    def send(msg: dict[str, Any]) -> None:
-        nonlocal stalled
-        if stalled:
-            return
-        if outbox.qsize() >= OUTBOX_LIMIT:  # the client does not read: drop it
-            stalled = True
-            msg = protocol.CLOSE_STALLED
-        outbox.put_nowait(msg)
-
-    closed_by_us: int | None = None
-
-    def close_after_flush(code: int) -> None:
-        nonlocal closed_by_us
-        closed_by_us = code
-        outbox.put_nowait(code)
-
+    outbox = Outbox(ws, request, config.outbox_bytes)
     hub = request.app[HUB]
     identity: Identity = request[IDENTITY]
     session = hub.connect(
-        send,
-        login=identity.user.login if identity.is_user else None,
+        outbox.send,
+        login=identity.login,
         guest_room=identity.guest_room.id if identity.is_guest else None,
-        close=close_after_flush,
+        auth=identity.session_id,
+        expires_at=identity.expires_at,
+        close=outbox.close,
     )
-    writer = asyncio.create_task(_write(ws, outbox))
     bucket = TokenBucket(config.rate_per_s, config.rate_burst)
     reason = "left"
     try:
         async for frame in ws:
             if frame.type == WSMsgType.ERROR:  # e.g. over max_msg_size: aiohttp closes with 1009
-                reason = "closed"
+                break
+            if not bucket.take():  # every frame counts, text or not
+                audit.event("flood", peer=session.id, login=session.login, addr=request.remote)
+                outbox.send(protocol.error_message("rate-limited"))
+                outbox.close(protocol.CLOSE_FLOOD)
                 break
             if frame.type != WSMsgType.TEXT:
-                send(protocol.error_message("bad-json", "only text frames are accepted"))
+                outbox.send(protocol.error_message("bad-json", "only text frames are accepted"))
                 continue
-            if not bucket.take():
-                send(protocol.error_message("rate-limited"))
-                close_after_flush(protocol.CLOSE_FLOOD)
-                reason = "closed"
-                break
-            msg = _parse(frame.data)
-            if isinstance(msg, str):
-                send(protocol.error_message(msg))
-                continue
+            msg = None
             try:
-                if msg.get("type") == "join" and session.greeted and session.room is None:
+                msg = _parse(frame.data)
+                if msg["type"] == "join" and session.greeted and session.room is None:
                     msg = await authorize_join(request, msg)
                 hub.handle(session, msg)
-                if msg.get("type") == "hello" and session.login:
+                if msg["type"] == "hello" and session.login:
                     for ring in request.app[CALLS].pending_rings(session.login):
-                        send(ring)
+                        outbox.send(ring)
             except HandshakeError as exc:
-                send(protocol.error_message(exc.code, str(exc), ref=msg.get("type")))
-                close_after_flush(protocol.CLOSE_PROTOCOL)
-                reason = "closed"
+                outbox.send(protocol.error_message(exc.code, str(exc), ref=msg["type"]))
+                outbox.close(protocol.CLOSE_PROTOCOL)
                 break
             except ProtocolError as exc:
-                send(protocol.error_message(exc.code, exc.detail, ref=msg.get("type")))
-            if stalled:
+                if exc.code == "forbidden":
+                    audit.event("join-refused", peer=session.id, login=session.login, addr=request.remote,
+                                why=exc.detail)
+                outbox.send(protocol.error_message(exc.code, exc.detail, ref=msg["type"] if msg else None))
+            if outbox.close_code is not None:
                 break
     finally:
         # A missed pong closes the transport; aiohttp may then cancel this handler.
         if isinstance(ws.exception(), asyncio.TimeoutError):
             reason = "timeout"
-        elif closed_by_us not in (None, WSCloseCode.OK):
+        elif outbox.close_code not in (None, WSCloseCode.OK) or ws.close_code not in (None, WSCloseCode.OK):
             reason = "closed"
         hub.disconnect(session, reason)
-        if not writer.done():
-            close_after_flush(WSCloseCode.OK)
-            try:
-                await asyncio.wait_for(writer, 5)
-            except asyncio.TimeoutError:
-                writer.cancel()
+        await outbox.finish()
         await ws.close()
     return ws
 
 
-def _parse(data: str) -> dict[str, Any] | str:
-    """The message as a dict, or the error code that refuses it."""
+def _parse(data: str) -> dict[str, Any]:
+    """The message as a dict; ProtocolError (bad-json, bad-message) refuses it."""
     try:
-        msg = json.loads(data)
-    except ValueError:
-        return "bad-json"
+        msg = protocol.loads(data)
+    except ValueError as exc:
+        raise ProtocolError("bad-json", f"the message is not valid JSON ({exc})") from None
     if not isinstance(msg, dict):
-        return "bad-json"
+        raise ProtocolError("bad-json")
     if not isinstance(msg.get("type"), str):
-        return "bad-message"
+        raise ProtocolError("bad-message", "type must be a string")
     return msg
 
 
-async def _write(ws: web.WebSocketResponse, outbox: asyncio.Queue) -> None:
-    """Send queued messages in order; an int in the queue is a close code."""
-    while True:
-        item = await outbox.get()
-        if isinstance(item, int):
-            await ws.close(code=item)
-            return
-        try:
-            await ws.send_json(item)
-        except ConnectionError:
-            return
-
-
 async def close_sockets(app: web.Application) -> None:
-    for ws in list(app[SOCKETS]):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    """On shutdown: 1001 to every client (bounded: a client that does not read is cut)."""
+    async def close(ws: web.WebSocketResponse) -> None:
+        try:
+            await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown"), 2.0)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+
+    await asyncio.gather(*(close(ws) for ws in list(app[SOCKETS])))
 
 
 # -- running -----------------------------------------------------------------------
@@ -264,8 +316,23 @@ async def _count_users(config: Config) -> int:
         await store.close()
 
 
+def _listens_beyond_loopback(host: str) -> bool:
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 def serve(config: Config) -> None:
     """Run the server until interrupted."""
+    logging.getLogger("p2pconf").setLevel(min(logging.INFO, logging.getLogger().level or logging.INFO))
+    logging.getLogger("aiohttp.access").addFilter(audit.RedactTokens())
+    if not config.public_url and _listens_beyond_loopback(config.host):
+        print(f"warning: listening on {config.host} without --public-url: browsers are let in only by an IP "
+              f"address or {config.host} (protection from DNS rebinding); set --public-url to the https "
+              f"origin users open", file=sys.stderr)
     if asyncio.run(_count_users(config)) == 0:
         print(f"No users yet. Add the first one with:\n"
               f"  p2pconf users add LOGIN --name 'Display Name' --password-stdin --data {config.data_dir}")

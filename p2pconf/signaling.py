@@ -35,6 +35,8 @@ class Session:
     send: Callable[[Message], None]
     login: str | None = None  # the signed-in user behind this connection, if any
     guest_room: str | None = None  # for a guest: the one room their link opens
+    auth: str | None = None  # the id hash of the sign-in session behind it (store.sessions)
+    expires_at: float | None = None  # when that session ends (unix time)
     close: Callable[[int], None] = lambda code: None  # close this connection with a close code
     greeted: bool = False
     name: str = ""
@@ -91,12 +93,12 @@ class Hub:
         """The greeted connections of one signed-in user (a page per tab or device)."""
         return [s for s in self.sessions.values() if s.login == login and s.greeted]
 
-    def close_guests(self, room_id: str, code: int) -> int:
-        """Close the connections of the guests of one room (their link was revoked)."""
-        guests = [s for s in self.sessions.values() if s.guest_room == room_id]
-        for session in guests:
+    def close_where(self, code: int, predicate: Callable[[Session], bool]) -> list[Session]:
+        """Close every connection `predicate` picks with `code` (a right was taken away)."""
+        chosen = [s for s in self.sessions.values() if predicate(s)]
+        for session in chosen:
             session.close(code)
-        return len(guests)
+        return chosen
 
     def in_call(self, login: str) -> bool:
         return any(s.room is not None for s in self.sessions_of(login))
@@ -151,7 +153,7 @@ class Hub:
             self._signal(session, msg)
 
     def _hello(self, session: Session, msg: Message) -> None:
-        if msg.get("version") != protocol.PROTOCOL_VERSION:
+        if not protocol.is_version(msg.get("version")):
             raise HandshakeError(
                 "version-unsupported",
                 f"server speaks version {protocol.PROTOCOL_VERSION}, got {msg.get('version')!r}",
@@ -173,6 +175,7 @@ class Hub:
             raise ProtocolError("already-joined")
         name = protocol.clean_room(msg.get("room"))
         display = protocol.clean_name(msg.get("name"))
+        title = name if msg.get("title") is None else protocol.clean_text(msg["title"], "title", protocol.MAX_ROOM_CHARS)
         media = protocol.clean_media(msg.get("media"))
         room = self.rooms.get(name)
         if room is not None and len(room.members) >= self.max_room_size:
@@ -185,7 +188,7 @@ class Hub:
             {
                 "type": "joined",
                 "room": name,
-                "title": msg.get("title") or name,
+                "title": title,
                 "mode": media["mode"],
                 "id": session.id,
                 "peers": [m.describe() for m in room.members.values()],

@@ -4,10 +4,19 @@ Everything else talks to `Store` only, so a networked database can replace
 SQLite behind the same methods. The schema is versioned with SQLite's
 `user_version`; `MIGRATIONS[n]` upgrades version n to n+1 and runs once, on open.
 The CLI opens the same file while the server runs; WAL lets both work at once.
+
+Every change is one transaction that commits or rolls back (`_transaction`,
+BEGIN IMMEDIATE with a busy timeout): a failed write never leaves a transaction
+open that would pin an old snapshot or hold the write lock. Changes that take
+rights away (a disabled user, a revoked link, an ended session) also append a
+row to `events`, in the same transaction; every server process on the file
+follows that feed and closes the sockets concerned (`access.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import secrets
 import sqlite3
@@ -64,7 +73,24 @@ MIGRATIONS = [
     );
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE TABLE sso_tokens (token_hash TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+    CREATE INDEX sessions_expiry ON sessions(expires_at);
+    """,
 ]
+
+# Kinds of `events` rows: who lost which right (the subject).
+USER_DISABLED = "user-disabled"  # subject: the login
+INVITE_REVOKED = "invite-revoked"  # subject: the guest room's id
+SESSION_ENDED = "session-ended"  # subject: the session's id hash
+EVENTS_KEPT_S = 3600.0  # purged after this; followers poll every second or so
+BUSY_TIMEOUT_MS = 5000
 
 
 def token_hash(token: str) -> str:
@@ -119,6 +145,7 @@ class Invite:
 
 @dataclass(frozen=True)
 class SessionRecord:
+    id_hash: str
     user: User | None
     guest_room: Room | None
     guest_name: str | None
@@ -126,22 +153,31 @@ class SessionRecord:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class Event:
+    id: int
+    kind: str
+    subject: str
+
+
 class Store:
     """Async access to the data directory's SQLite file."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path):
         self.db, self.path = db, path
+        self._writing = asyncio.Lock()  # one transaction at a time on this connection
 
     @classmethod
     async def open(cls, data_dir: Path) -> "Store":
         """Open (creating if needed) the store in `data_dir` and migrate it."""
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / DB_FILE
-        db = await aiosqlite.connect(path)
+        # isolation_level=None: no implicit transactions; _transaction() begins and ends each one.
+        db = await aiosqlite.connect(path, isolation_level=None)
         db.row_factory = sqlite3.Row
+        await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=5000")
         store = cls(db, path)
         await store._migrate()
         return store
@@ -150,9 +186,34 @@ class Store:
         await self.db.close()
 
     async def _migrate(self) -> None:
-        (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()
-        for number in range(version, len(MIGRATIONS)):
-            await self.db.executescript(f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
+        async with self._transaction() as db:  # two processes opening a new file migrate it once
+            (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
+            for number in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self):
+        """One write transaction: BEGIN IMMEDIATE (waits up to the busy timeout for the
+        write lock), then COMMIT, or ROLLBACK on any error. Raises StoreError("busy")
+        when the lock could not be had."""
+        async with self._writing:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreError("busy", f"the database is busy ({exc}); try again") from None
+            try:
+                yield self.db
+                await self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    await self.db.execute("ROLLBACK")
+                raise
+
+    async def _event(self, db, kind: str, subject: str) -> None:
+        await db.execute("INSERT INTO events(kind, subject, at) VALUES (?, ?, ?)", (kind, subject, time.time()))
 
     async def schema_version(self) -> int:
         (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()
@@ -161,8 +222,8 @@ class Store:
     # -- settings -------------------------------------------------------------------------
 
     async def set_setting(self, key: str, value: str) -> None:
-        await self.db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, value))
-        await self.db.commit()
+        async with self._transaction() as db:
+            await db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, value))
 
     async def setting(self, key: str) -> str | None:
         row = await (await self.db.execute("SELECT value FROM settings WHERE key = ?", (key,))).fetchone()
@@ -179,19 +240,26 @@ class Store:
 
     async def add_user(self, login: str, name: str, email: str | None = None,
                        password_hash: str | None = None) -> User:
+        """Add a user; StoreError("user-exists") when the login (in any case) is taken."""
+        await self.add_users([(login, name, email, password_hash)])
+        return await self.user_by_login(login)
+
+    async def add_users(self, rows: list[tuple[str, str, str | None, str | None]]) -> None:
+        """Add users (login, name, email, password hash), all or nothing."""
+        now = time.time()
         try:
-            cur = await self.db.execute(
-                "INSERT INTO users(login, name, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                (login, name, email, password_hash, time.time()))
+            async with self._transaction() as db:
+                await db.executemany(
+                    "INSERT INTO users(login, name, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                    [(*row, now) for row in rows])
         except sqlite3.IntegrityError:
-            raise StoreError("user-exists", f"a user {login!r} exists already") from None
-        await self.db.commit()
-        return await self.user_by_id(cur.lastrowid)
+            raise StoreError("user-exists", f"a user {rows[0][0]!r} exists already" if len(rows) == 1
+                             else "a user with one of these logins exists already") from None
 
     async def update_user(self, user_id: int, *, name: str | None = None, email: str | None = None) -> None:
-        await self.db.execute("UPDATE users SET name = COALESCE(?, name), email = COALESCE(?, email) WHERE id = ?",
-                              (name, email, user_id))
-        await self.db.commit()
+        async with self._transaction() as db:
+            await db.execute("UPDATE users SET name = COALESCE(?, name), email = COALESCE(?, email) WHERE id = ?",
+                             (name, email, user_id))
 
     async def user_by_login(self, login: str) -> User | None:
         cur = await self.db.execute("SELECT * FROM users WHERE login = ?", (login,))
@@ -207,8 +275,8 @@ class Store:
         return (self._user(row), row["password_hash"]) if row else None
 
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
-        await self.db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
-        await self.db.commit()
+        async with self._transaction() as db:
+            await db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
 
     async def users(self, *, active_only: bool = False) -> list[User]:
         sql = "SELECT * FROM users" + (" WHERE active = 1" if active_only else "") + " ORDER BY name COLLATE NOCASE"
@@ -219,11 +287,14 @@ class Store:
         return n
 
     async def disable_user(self, login: str) -> User:
-        cur = await self.db.execute("UPDATE users SET active = 0 WHERE login = ?", (login,))
-        if cur.rowcount == 0:
-            raise StoreError("no-such-user", f"no user {login!r}")
-        await self.db.execute("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE login = ?)", (login,))
-        await self.db.commit()
+        """Disable a user and end their sessions; open sockets follow through the event feed."""
+        async with self._transaction() as db:
+            row = await (await db.execute("SELECT id, login FROM users WHERE login = ?", (login,))).fetchone()
+            if row is None:
+                raise StoreError("no-such-user", f"no user {login!r}")
+            await db.execute("UPDATE users SET active = 0 WHERE id = ?", (row["id"],))
+            await db.execute("DELETE FROM sessions WHERE user_id = ?", (row["id"],))
+            await self._event(db, USER_DISABLED, row["login"])
         return await self.user_by_login(login)
 
     # -- rooms ----------------------------------------------------------------------------
@@ -231,19 +302,20 @@ class Store:
     async def create_room(self, name: str, kind: str, *, mode: str = "audio+video",
                           created_by: int | None = None, members: list[int] = ()) -> Room:
         room = Room(secrets.token_urlsafe(12), name, kind, mode, created_by)
-        await self.db.execute("INSERT INTO rooms(id, name, kind, mode, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                              (room.id, name, kind, mode, created_by, time.time()))
-        await self._add_members(room.id, [*([created_by] if created_by else []), *members])
-        await self.db.commit()
+        async with self._transaction() as db:
+            await db.execute("INSERT INTO rooms(id, name, kind, mode, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                             (room.id, name, kind, mode, created_by, time.time()))
+            await self._add_members(db, room.id, [*([created_by] if created_by else []), *members])
         return room
 
-    async def _add_members(self, room_id: str, user_ids) -> None:
-        await self.db.executemany("INSERT OR IGNORE INTO room_members(room_id, user_id) VALUES (?, ?)",
-                                  [(room_id, uid) for uid in user_ids])
+    @staticmethod
+    async def _add_members(db, room_id: str, user_ids) -> None:
+        await db.executemany("INSERT OR IGNORE INTO room_members(room_id, user_id) VALUES (?, ?)",
+                             [(room_id, uid) for uid in user_ids])
 
     async def add_members(self, room_id: str, user_ids: list[int]) -> None:
-        await self._add_members(room_id, user_ids)
-        await self.db.commit()
+        async with self._transaction() as db:
+            await self._add_members(db, room_id, user_ids)
 
     async def room(self, room_id: str) -> Room | None:
         row = await (await self.db.execute("SELECT * FROM rooms WHERE id = ?", (room_id,))).fetchone()
@@ -259,10 +331,10 @@ class Store:
         """A new guest link token (192 random bits) for `room`; only its hash is stored."""
         token = secrets.token_urlsafe(24)
         now = time.time()
-        cur = await self.db.execute(
-            "INSERT INTO invites(token_hash, room_id, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-            (token_hash(token), room.id, created_by, now, now + ttl_s))
-        await self.db.commit()
+        async with self._transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO invites(token_hash, room_id, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (token_hash(token), room.id, created_by, now, now + ttl_s))
         return token, Invite(cur.lastrowid, room, created_by, now + ttl_s, None)
 
     async def _invites(self, where: str, args: tuple) -> list[Invite]:
@@ -286,12 +358,15 @@ class Store:
         return await self._invites("WHERE i.created_by = ?", (created_by,))
 
     async def revoke_invite(self, invite_id: int) -> None:
-        await self.db.execute("UPDATE invites SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                              (time.time(), invite_id))
-        # Guests who came in through a revoked link lose their sessions too.
-        await self.db.execute(
-            "DELETE FROM sessions WHERE guest_room_id = (SELECT room_id FROM invites WHERE id = ?)", (invite_id,))
-        await self.db.commit()
+        """Revoke a link; its room's guests lose their sessions and (event feed) their sockets."""
+        async with self._transaction() as db:
+            row = await (await db.execute("SELECT room_id FROM invites WHERE id = ?", (invite_id,))).fetchone()
+            if row is None:
+                return
+            await db.execute("UPDATE invites SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                             (time.time(), invite_id))
+            await db.execute("DELETE FROM sessions WHERE guest_room_id = ?", (row["room_id"],))
+            await self._event(db, INVITE_REVOKED, row["room_id"])
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -299,12 +374,12 @@ class Store:
                              guest_name: str | None = None) -> tuple[str, str]:
         """A new session; returns (cookie token, CSRF token). Only the token's hash is stored."""
         token, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(24), time.time()
-        await self.db.execute(
-            "INSERT INTO sessions(id_hash, user_id, guest_room_id, guest_name, csrf, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token_hash(token), user.id if user else None, guest_room.id if guest_room else None, guest_name, csrf,
-             now, now + ttl_s))
-        await self.db.commit()
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO sessions(id_hash, user_id, guest_room_id, guest_name, csrf, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token_hash(token), user.id if user else None, guest_room.id if guest_room else None, guest_name,
+                 csrf, now, now + ttl_s))
         return token, csrf
 
     async def session(self, token: str) -> SessionRecord | None:
@@ -316,12 +391,48 @@ class Store:
         if row["user_id"] and (user is None or not user.active):
             return None
         room = await self.room(row["guest_room_id"]) if row["guest_room_id"] else None
-        return SessionRecord(user, room, row["guest_name"], row["csrf"], row["expires_at"])
+        return SessionRecord(row["id_hash"], user, room, row["guest_name"], row["csrf"], row["expires_at"])
 
     async def delete_session(self, token: str) -> None:
-        await self.db.execute("DELETE FROM sessions WHERE id_hash = ?", (token_hash(token),))
-        await self.db.commit()
+        """Sign out: the session ends here and (event feed) on its open sockets."""
+        async with self._transaction() as db:
+            cur = await db.execute("DELETE FROM sessions WHERE id_hash = ?", (token_hash(token),))
+            if cur.rowcount:
+                await self._event(db, SESSION_ENDED, token_hash(token))
 
-    async def purge_expired(self) -> None:
-        await self.db.execute("DELETE FROM sessions WHERE expires_at <= ?", (time.time(),))
-        await self.db.commit()
+    # -- single sign-on tokens ------------------------------------------------------------------
+
+    async def use_sso_token(self, token: str, expires_at: float) -> bool:
+        """Record an SSO token as used until it expires; False when it was used before (a replay)."""
+        try:
+            async with self._transaction() as db:
+                await db.execute("INSERT INTO sso_tokens(token_hash, expires_at) VALUES (?, ?)",
+                                 (token_hash(token), expires_at))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    # -- the event feed and housekeeping ----------------------------------------------------------
+
+    async def last_event_id(self) -> int:
+        (last,) = await (await self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events")).fetchone()
+        return last
+
+    async def events_after(self, event_id: int, limit: int = 1000) -> list[Event]:
+        """Events newer than `event_id`, oldest first."""
+        cur = await self.db.execute("SELECT id, kind, subject FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                                    (event_id, limit))
+        return [Event(r["id"], r["kind"], r["subject"]) for r in await cur.fetchall()]
+
+    async def purge_expired(self) -> dict[str, int]:
+        """Delete expired sessions, spent SSO tokens and old events; returns how many of each."""
+        now = time.time()
+        async with self._transaction() as db:
+            counts = {}
+            for table, sql, args in (
+                ("sessions", "DELETE FROM sessions WHERE expires_at <= ?", (now,)),
+                ("sso_tokens", "DELETE FROM sso_tokens WHERE expires_at <= ?", (now,)),
+                ("events", "DELETE FROM events WHERE at <= ?", (now - EVENTS_KEPT_S,)),
+            ):
+                counts[table] = (await db.execute(sql, args)).rowcount
+        return counts
