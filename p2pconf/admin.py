@@ -16,20 +16,11 @@ from . import protocol
 from .auth import EMAIL_RE, LOGIN_RE, hash_password
 from .store import Store, StoreError
 
-DURATION_RE = re.compile(r"^(\d+)([smhd])$")
 DEFAULT_ORIGIN = "http://127.0.0.1:8080"
 
 
 class AdminError(Exception):
     """A refused admin command; printed as one line, exit code 1."""
-
-
-def parse_duration(text: str) -> float:
-    """"90s", "30m", "12h", "7d" -> seconds."""
-    match = DURATION_RE.match(text.strip())
-    if not match or int(match[1]) == 0:
-        raise AdminError(f"a duration looks like 30m, 12h or 7d, not {text!r}")
-    return int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
 def check_user_fields(login: str, name: str, email: str | None) -> tuple[str, str, str | None]:
@@ -108,13 +99,13 @@ async def users_import(store: Store, file: TextIO) -> str:
                                            if skipped else "")
 
 
-async def rooms_invite(store: Store, name: str, expires: str | None, by: str | None, public_url: str | None,
+async def rooms_invite(store: Store, name: str, ttl_s: float | None, by: str | None, public_url: str | None,
                        default_ttl_s: float) -> str:
     try:
         name = protocol.clean_room(name)
     except protocol.ProtocolError as exc:
         raise AdminError(f"room name: {exc.detail}") from None
-    ttl = parse_duration(expires) if expires else default_ttl_s
+    ttl = ttl_s or default_ttl_s
     creator = None
     if by:
         creator = await store.user_by_login(by)

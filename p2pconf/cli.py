@@ -13,16 +13,15 @@ from pathlib import Path
 
 from yarl import URL
 
+from . import options
 from .config import Config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .admin import parse_duration
     from .server import serve
 
     if bool(args.tls_cert) != bool(args.tls_key):
-        print("p2pconf serve: --tls-cert and --tls-key go together", file=sys.stderr)
-        return 2
+        return options.fail("p2pconf serve", "--tls-cert and --tls-key go together")
     config = Config(
         host=args.host,
         port=args.port,
@@ -37,13 +36,13 @@ def _serve(args: argparse.Namespace) -> int:
         turn_urls=args.turn,
         turn_secret=os.environ.get("P2PCONF_TURN_SECRET") or None,
         sso_secret=os.environ.get("P2PCONF_SSO_SECRET") or None,
-        invite_ttl_s=parse_duration(args.invite_ttl),
+        invite_ttl_s=args.invite_ttl,
         ring_timeout_s=args.ring_timeout,
+        frame_ancestors=args.frame_ancestors,
         open_rooms=args.open_rooms,
     )
     if config.turn_urls and not config.turn_secret:
-        print("p2pconf serve: --turn needs the shared secret in P2PCONF_TURN_SECRET", file=sys.stderr)
-        return 2
+        return options.fail("p2pconf serve", "--turn needs the shared secret in P2PCONF_TURN_SECRET")
     serve(config)
     return 0
 
@@ -166,27 +165,32 @@ def _capacity(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="p2pconf", description=__doc__)
+    p = options.Parser(prog="p2pconf", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the signaling server and web pages")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--port", type=options.int_in(1, 65535), default=8080)
     s.add_argument("--data", default="data", help="data directory (default ./data)")
-    s.add_argument("--public-url", help="origin users see, e.g. https://conf.example.org")
-    s.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
+    s.add_argument("--public-url", type=options.origin, help="origin users see, e.g. https://conf.example.org")
+    s.add_argument("--trusted-proxy", type=options.network, action="append", default=[], metavar="ADDR",
                    help="reverse proxy address or network whose X-Forwarded-* headers are believed")
-    s.add_argument("--tls-cert", help="PEM certificate chain: serve https")
-    s.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    s.add_argument("--max-room-size", type=int, default=6)
-    s.add_argument("--upload-kbps", type=int, default=2000, metavar="KBPS",
+    s.add_argument("--tls-cert", type=options.readable_file, help="PEM certificate chain: serve https")
+    s.add_argument("--tls-key", type=options.readable_file, help="PEM private key for --tls-cert")
+    s.add_argument("--max-room-size", type=options.int_in(2, 16), default=6, help="participants per room (2-16)")
+    s.add_argument("--upload-kbps", type=options.int_in(100, 100_000), default=2000, metavar="KBPS",
                    help="video each browser may send in all, split over its peers (default 2000)")
-    s.add_argument("--stun", action="append", default=[], metavar="URL", help="STUN URL for clients")
-    s.add_argument("--turn", action="append", default=[], metavar="URL",
+    s.add_argument("--stun", type=options.ice_url("stun", "stuns"), action="append", default=[], metavar="URL",
+                   help="STUN URL for clients")
+    s.add_argument("--turn", type=options.ice_url("turn", "turns"), action="append", default=[], metavar="URL",
                    help="TURN URL; the secret comes from P2PCONF_TURN_SECRET")
-    s.add_argument("--invite-ttl", default="7d", metavar="DURATION", help="guest links live this long (7d)")
-    s.add_argument("--ring-timeout", type=float, default=30.0, metavar="S", help="an unanswered ring is missed after S s")
+    s.add_argument("--invite-ttl", type=options.duration, default=7 * 86400, metavar="DURATION",
+                   help="guest links live this long (default 7d)")
+    s.add_argument("--ring-timeout", type=options.float_in(1, 600), default=30.0, metavar="S",
+                   help="an unanswered ring is missed after S s")
+    s.add_argument("--frame-ancestors", type=options.origin, nargs="+", default=[], metavar="ORIGIN",
+                   help="origins that may show the pages in a frame (the host platform); default: none")
     s.add_argument("--open-rooms", action="store_true",
                    help="let anyone join any room by name (load tests, labs); off: sign-in or guest link needed")
     s.set_defaults(func=_serve)
@@ -211,9 +215,10 @@ def parser() -> argparse.ArgumentParser:
     rsub = r.add_subparsers(dest="action", required=True)
     ri = rsub.add_parser("invite", help="create a guest room and print its link")
     ri.add_argument("name")
-    ri.add_argument("--expires", metavar="DURATION", help="e.g. 2h or 7d (default 7d)")
+    ri.add_argument("--expires", type=options.duration, metavar="DURATION", help="e.g. 2h or 7d (default 7d)")
     ri.add_argument("--by", metavar="LOGIN", help="the user the link is created for")
-    ri.add_argument("--public-url", help="origin for the link (default: what the server was started with)")
+    ri.add_argument("--public-url", type=options.origin,
+                    help="origin for the link (default: what the server was started with)")
     rr = rsub.add_parser("revoke", help="revoke a guest link")
     rr.add_argument("token", metavar="TOKEN_OR_LINK")
     rsub.add_parser("list", help="list guest links")
@@ -225,14 +230,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--server", default="http://127.0.0.1:8080")
     b.add_argument("--room", default="bots", help="room name (servers started with --open-rooms)")
     b.add_argument("--invite", metavar="LINK", help="enter through this guest link, each bot with its own name")
-    b.add_argument("--count", type=int, default=6)
-    b.add_argument("--duration", type=float, default=20.0, help="seconds of media (default 20)")
+    b.add_argument("--count", type=options.int_in(1, 32), default=6)
+    b.add_argument("--duration", type=options.float_in(0, 86400), default=20.0, help="seconds of media (default 20)")
     b.add_argument("--video", default="320x240@15", metavar="WxH@FPS")
     b.add_argument("--audio-only", action="store_true", help="send no video at all")
     b.add_argument("--audio-ms", type=int, choices=(20, 40, 60), default=20,
                    help="Opus frame length in ms (browsers: 20; 60 sends a third of the packets)")
     b.add_argument("--trickle", action="store_true", help="send ICE candidates separately, as browsers do")
-    b.add_argument("--processes", type=int, default=1,
+    b.add_argument("--processes", type=options.int_in(1, 32), default=1,
                    help="spread the bots over this many processes")
     b.add_argument("--json", metavar="FILE", help="write the report (docs/report.md) to FILE")
     b.add_argument("--report", metavar="DIR", help="write report.json and report.html (plots) into DIR")
@@ -257,9 +262,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.command == "bots" and not 1 <= args.count <= 32:
-        print("p2pconf bots: --count must be 1 to 32", file=sys.stderr)
-        return 2
     return args.func(args)
 
 
