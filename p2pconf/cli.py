@@ -142,7 +142,7 @@ def _capacity(args: argparse.Namespace) -> int:
     from .bots.sources import VideoSpec
     from .capacity import CapacityOptions, parse_counts, parse_uplinks, run_capacity
     from .capacity_html import format_capacity
-    from .netlab import LabError, check_can_build
+    from .netlab import LabError, check_can_build, check_netem
 
     try:
         opts = CapacityOptions(counts=parse_counts(args.count), uplinks_mbit=parse_uplinks(args.uplink),
@@ -151,6 +151,8 @@ def _capacity(args: argparse.Namespace) -> int:
         if not 0 <= opts.loss_pct < 100 or not 0 <= opts.delay_ms <= 10_000 or opts.duration_s <= 0:
             raise ValueError("--loss is 0 to 99 %, --delay 0 to 10000 ms, --duration above 0")
         check_can_build()
+        if opts.loss_pct or opts.delay_ms:  # refused before anything is built, not after
+            check_netem()
     except (ValueError, LabError) as exc:
         print(f"p2pconf capacity: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,31 @@ def check_can_build() -> None:
         raise LabError("needs iproute2 (the ip and tc commands): apt-get install iproute2")
 
 
+NO_NETEM = ("this kernel has no netem qdisc (sch_netem): --loss and --delay need it; "
+            "uplink limits (tbf) work without it")
+
+
+def has_netem() -> bool | None:
+    """Whether tc can add a netem qdisc on this kernel; None when it cannot tell (not root, no tools).
+
+    Tried on the loopback of a throwaway network namespace (`unshare --net`), which
+    goes away with the probe: nothing is built and nothing is left.
+    """
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("tc"):
+        return None
+    done = subprocess.run(["unshare", "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+                          capture_output=True, text=True)
+    if done.returncode == 0:
+        return True
+    return False if "qdisc kind is unknown" in done.stderr else None
+
+
+def check_netem() -> None:
+    """Raise LabError when this kernel certainly has no netem (for --loss and --delay)."""
+    if has_netem() is False:
+        raise LabError(NO_NETEM)
+
+
 def enter(namespace: str) -> None:
     """Move the calling thread into `namespace` (call it before any other thread starts)."""
     fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
@@ -136,8 +161,7 @@ class Lab:
             done = _tc(self.host(n), *command)
             if done.returncode and i > 0:  # deleting a qdisc that is not there is fine
                 if "qdisc kind is unknown" in done.stderr and "netem" in command:
-                    raise LabError("this kernel has no netem qdisc (sch_netem): --loss and --delay need it; "
-                                   "uplink limits (tbf) work without it")
+                    raise LabError(NO_NETEM)
                 raise LabError(f"tc {' '.join(command)}: {done.stderr.strip()}")
 
     def close(self) -> None:

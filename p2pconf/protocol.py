@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -54,6 +55,9 @@ CLIENT_TYPES = ("hello", "join", "media", "leave", "ping", *SIGNAL_TYPES, *QUALI
 # The numbers of one `stats` entry and their largest sane values; `path` is one of PATHS.
 STATS_LIMITS = {"kbpsIn": 1_000_000, "kbpsOut": 1_000_000, "lossPct": 100, "rttMs": 60_000}
 PATHS = ("direct", "relay")
+
+
+_NOT_TEXT = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")  # Unicode categories refused in names
 
 
 class ProtocolError(Exception):
@@ -123,15 +127,17 @@ def _check_encodable(text: str) -> None:
 
 
 def clean_text(value: Any, what: str, max_chars: int) -> str:
-    """Trim `value`, fold inner white space, and check it is 1..max_chars printable characters.
+    """Check `value` is text without control or format characters, trim it and fold
+    inner spaces, and check 1..max_chars remain.
 
-    "Printable" refuses every control and format character: C0/C1 controls, NUL,
-    line breaks, bidirectional overrides and zero-width characters.
+    Refused anywhere in the value: C0/C1 controls (NUL, line breaks; a tab is folded
+    like a space), bidirectional overrides and isolates, zero-width characters,
+    unassigned and private-use code points, lone surrogates.
     """
     if not isinstance(value, str):
         raise ProtocolError("bad-message", f"{what} must be a string")
     text = " ".join(value.split())
-    if not 1 <= len(text) <= max_chars or not text.isprintable():
+    if not 1 <= len(text) <= max_chars or any(c != "\t" and unicodedata.category(c) in _NOT_TEXT for c in value):
         raise ProtocolError("bad-message", f"{what} must be 1 to {max_chars} printable characters")
     return text
 

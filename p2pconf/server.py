@@ -179,10 +179,14 @@ class Outbox:
         self.closer = asyncio.create_task(self._close_now(protocol.CLOSE_STALLED))
 
     async def _close_now(self, code: int) -> None:
-        """Send the close frame if the socket still takes it, else cut the connection."""
+        """Send the close frame if the socket still takes it within a second, then cut the
+        connection: a transport merely closing would wait for ever to flush to a client
+        that does not read."""
         try:
-            await asyncio.wait_for(self.ws.close(code=code), 2.0)
+            await asyncio.wait_for(self.ws.close(code=code), 1.0)
         except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
             if self.request.transport is not None:
                 self.request.transport.abort()
 

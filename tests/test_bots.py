@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from types import SimpleNamespace
 
 import jsonschema
 import pytest
 
+from p2pconf.appkeys import HUB
 from p2pconf.bots.bot import Bot, BotOptions, PeerLink, split_candidates
 from p2pconf.bots.report import build_report
-from p2pconf.bots.runner import RunOptions, _drain, run_bots
+from p2pconf.bots.runner import BotRefused, RunOptions, _drain, run_bots
 from p2pconf.bots.sources import VideoSpec
+from p2pconf.cli import parser
+from p2pconf.protocol import CLOSE_REVOKED
 from p2pconf.server import create_app
 
 from .conftest import REPORT_SCHEMA, wait_until
-
+from .org import Browser, add_user
+from .test_client import count_ws, never
 
 
 @pytest.fixture
@@ -190,3 +196,79 @@ async def test_an_empty_candidate_string_ends_the_candidates_like_null(server_ur
     first, end_marker, null = link.pc.added
     assert first.ip == "127.0.0.1" and first.port == 47486 and first.sdpMid == "0"
     assert end_marker is None and null is None
+
+
+# -- refused for good: a revoked guest link (issue 9) ----------------------------------------------
+
+
+@pytest.fixture
+async def guest_room(aiohttp_server, org_config, loopback):
+    """A server without open rooms, counting /ws connections, and a guest room of anna's."""
+    app = create_app(org_config)
+    opened = count_ws(app)
+    server = await aiohttp_server(app)
+    await add_user(app, "anna", "Anna Berg")
+    owner = Browser(str(server.make_url("/")))
+    try:
+        assert (await owner.sign_in("anna")).status == 302
+        status, made = await owner.json("POST", "/api/rooms", {"name": "Kunde Meier"})
+        assert status == 201
+
+        async def revoke() -> None:
+            status, _ = await owner.json("DELETE", f"/api/invites/{made['invite']['id']}")
+            assert status == 200
+
+        yield SimpleNamespace(base=owner.base, link=made["invite"]["link"], room=made["room"]["id"],
+                              opened=opened, hub=app[HUB], revoke=revoke)
+    finally:
+        await owner.close()
+
+
+async def test_a_bot_whose_guest_link_is_revoked_stops_for_good(guest_room, bots):
+    a = await start(bots, Bot(1, guest_room.base, "", BotOptions(invite=guest_room.link)))
+    b = await start(bots, Bot(2, guest_room.base, "", BotOptions(invite=guest_room.link)))
+    await wait_until(lambda: a.flowing() == 2 and b.flowing() == 2, timeout=15)
+    pcs = [link.pc for bot in (a, b) for link in bot.links.values()]
+    assert len(guest_room.opened) == 2
+    await guest_room.revoke()  # the server closes both guests with 4003
+    await wait_until(lambda: a.refused and b.refused, timeout=5)
+    for bot in (a, b):
+        assert (bot.refused["code"], bot.refused["reason"]) == (CLOSE_REVOKED, "the guest link was revoked")
+        assert bot.client.refused.code == CLOSE_REVOKED and bot.links == {}
+    assert all(pc.connectionState == "closed" for pc in pcs)
+    sent = [s.frames_sent for bot in (a, b) for s in bot.sources.values()]
+    # No reconnection (a retry would come within 0.6 s and be refused `forbidden`), no media.
+    await never(lambda: len(guest_room.opened) > 2, seconds=3.0)
+    assert [s.frames_sent for bot in (a, b) for s in bot.sources.values()] == sent
+    assert a.client.reconnects == b.client.reconnects == 0
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_the_bots_command_fails_naming_4003_when_the_link_is_revoked(guest_room, capsys, processes):
+    args = parser().parse_args(["bots", "--invite", guest_room.link, "--count", "2", "--duration", "30",
+                                "--audio-only", "--processes", str(processes)])
+    started = time.monotonic()
+    run = asyncio.create_task(asyncio.to_thread(args.func, args))  # its own event loop, in a thread
+    try:
+        await wait_until(lambda: len(getattr(guest_room.hub.rooms.get(guest_room.room), "members", ())) == 2
+                         or run.done(), timeout=20)
+        assert not run.done(), capsys.readouterr().err
+        await guest_room.revoke()
+        code = await asyncio.wait_for(asyncio.shield(run), timeout=20)
+    finally:
+        await asyncio.wait_for(run, timeout=60)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1, last
+    assert last in (f"p2pconf bots: bot-{n} refused by the server: 4003 the guest link was revoked" for n in (1, 2))
+    assert time.monotonic() - started < 20  # at once, not after the 30 s of the run
+    assert len(guest_room.opened) == 2  # one connection per bot, no reconnection attempt
+
+
+def test_a_refusal_names_the_bot_and_the_code():
+    from p2pconf.bots.client import Refused
+    from p2pconf.bots.runner import describe_failure
+
+    assert describe_failure(BotRefused("bot-2", Refused(4003, "the guest link was revoked"))) == \
+        "bot-2 refused by the server: 4003 the guest link was revoked"
+    assert describe_failure(BotRefused("bot-1", Refused("forbidden", "this room is not yours"))) == \
+        "bot-1 refused by the server: forbidden: this room is not yours"

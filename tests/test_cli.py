@@ -131,9 +131,46 @@ def test_admin_errors_are_one_clear_line(tmp_path):
     bad = admin("users", "add", "no spaces allowed", "--name", "X", data=data)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "login" in bad.stderr
     assert admin("rooms", "revoke", "http://x/j/nothing", data=data).returncode == 1
-    assert admin("rooms", "invite", "R", "--expires", "soon", data=data).returncode == 1
+    expires = admin("rooms", "invite", "R", "--expires", "soon", data=data)  # a bad option: exit 2
+    assert expires.returncode == 2 and expires.stderr.count("\n") == 1 and "--expires" in expires.stderr
     run = bots("--invite", "http://127.0.0.1:1/rooms/x")
     assert run.returncode == 2 and "guest link" in run.stderr
+
+
+@pytest.mark.parametrize("option", [
+    ["--invite-ttl", "soon"], ["--invite-ttl", "0d"], ["--max-room-size", "0"], ["--max-room-size", "99"],
+    ["--port", "70000"], ["--port", "http"], ["--upload-kbps", "-5"], ["--ring-timeout", "0"],
+    ["--ring-timeout", "nan"], ["--public-url", "conf.example.org"], ["--public-url", "https://x.org/path"],
+    ["--trusted-proxy", "proxy.local"], ["--stun", "http://stun.example.org"], ["--turn", "stun:x:3478"],
+    ["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], ["--frame-ancestors", "*"],
+])
+def test_serve_refuses_a_bad_option_in_one_line_with_exit_2(tmp_path, option):
+    run = subprocess.run([*P2PCONF, "serve", "--data", str(tmp_path / "data"), *option], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("p2pconf serve: argument " + option[0])
+    assert "Traceback" not in run.stderr and not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_serve_warns_when_listening_beyond_loopback_without_public_url(tmp_path):
+    # the suite's network namespace has nothing but loopback: 0.0.0.0 reaches nothing else
+    proc = subprocess.Popen([*P2PCONF, "serve", "--host", "0.0.0.0", "--port", str(free_port()),
+                             "--data", str(tmp_path / "data")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    output = stop_server_after_line(proc, "p2pconf ")
+    assert "warning: listening on 0.0.0.0 without --public-url" in output
+
+
+def stop_server_after_line(proc: subprocess.Popen, start: str) -> str:
+    """Read the server's output until a line starts with `start` (bounded), then stop it."""
+    lines = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if not line or line.startswith(start):
+            break
+    return "".join(lines) + stop_server(proc)
 
 
 def test_serve_on_an_empty_store_creates_nobody_and_says_how_to_add_someone(tmp_path):

@@ -5,6 +5,10 @@ The rule that keeps a mesh glare-free: the newcomer offers to every member that
 after a failure). The other side asks for it with `renegotiate`. aiortc cannot
 roll back a local offer, so it could never be the polite peer of "perfect
 negotiation"; with this rule it never has to be.
+
+When the server refuses the bot for good (a final close code, or `forbidden`
+on a re-join; see client.py), the bot stops its media, closes its peer
+connections and keeps the reason in `refused`; the runner ends the run.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class Bot:
         self.links: dict[str, PeerLink] = {}
         self.errors: list[Message] = []
         self.joined_at: float | None = None
+        self.refused: Message | None = None  # {"type": "refused", "code", "reason"} from the client
         self.media = {
             "mode": "audio+video" if self.options.video else "audio-only",
             "mic": True,
@@ -175,6 +180,13 @@ class Bot:
             for link in list(self.links.values()):
                 await self._drop(link)
             self._offer_to(msg["joined"]["peers"])
+        elif kind == "refused":  # final: the client will not reconnect, so stop everything now
+            if self._sampler:
+                self._sampler.cancel()
+            await self.stop_sending()
+            for link in list(self.links.values()):
+                await self._drop(link)
+            self.refused = msg  # set once stopped
         elif kind == "error":
             log.warning("%s: server error %s: %s", self.name, msg.get("code"), msg.get("message"))
             self.errors.append(msg)

@@ -5,6 +5,12 @@ receives every server message, in order. The client pings the server, notices a
 dead one (no message for two ping intervals) and reconnects with backoff,
 re-joining the same room under a new peer id; the owner hears a synthetic
 {"type": "reconnected"} message and must rebuild its peer connections.
+
+Some refusals are final (docs/protocol.md, "Closing"): a close with one of
+protocol.FINAL_CLOSE_CODES, or `forbidden` in answer to `join`. After one the
+client never reconnects: `refused` holds the reason and the owner hears a
+synthetic {"type": "refused", "code", "reason"} message (or, for the first
+connect or join, the call raises Refused).
 """
 
 from __future__ import annotations
@@ -29,6 +35,34 @@ class ServerError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.message = message
+
+
+class Refused(ServerError):
+    """A final refusal: the server closed with a code of protocol.FINAL_CLOSE_CODES (`code` is
+    that int) or answered `join` with `forbidden` (`code` is "forbidden"). Never retried."""
+
+    def __init__(self, code: int | str, reason: str):
+        Exception.__init__(self, f"{code} {reason}" if isinstance(code, int) else f"{code}: {reason}")
+        self.code = code
+        self.message = self.reason = reason
+
+
+# What each final close code means, for people (docs/protocol.md, "Closing").
+CLOSE_REASONS = {
+    protocol.CLOSE_PROTOCOL: "the handshake was broken (wrong first message or protocol version)",
+    protocol.CLOSE_SIGNED_OUT: "the session ended (signed out, user disabled or session expired)",
+    protocol.CLOSE_REVOKED: "the guest link was revoked",
+    protocol.CLOSE_STALLED: "this client stopped reading its messages",
+    protocol.CLOSE_FLOOD: "this client sent too many messages",
+}
+
+
+def close_refusal(code: int | None, server_reason: str = "") -> Refused | None:
+    """The Refused for a close with `code`, or None when a reconnect may follow (1001, 1006, ...)."""
+    if code not in protocol.FINAL_CLOSE_CODES:
+        return None
+    return Refused(code, CLOSE_REASONS.get(code) or server_reason or "closed by the server")
 
 
 CSRF_COOKIE = "p2pconf_csrf"
@@ -71,6 +105,7 @@ class SignalingClient:
         self.welcome: Message = {}
         self.joined: Message | None = None
         self.reconnects = 0
+        self.refused: Refused | None = None  # set once, when the server refused for good
         self._join_request: Message | None = None
         self._http_session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -120,7 +155,7 @@ class SignalingClient:
         return self.joined
 
     async def send(self, msg: Message) -> None:
-        """Send one message; silently dropped while reconnecting."""
+        """Send one message; silently dropped while reconnecting or after a final refusal."""
         if self._ws is not None and not self._ws.closed:
             try:
                 await self._ws.send_json(msg)
@@ -149,15 +184,46 @@ class SignalingClient:
 
     async def _send_join(self) -> None:
         await self._ws.send_json(self._join_request)
-        self.joined = await self._expect("joined")
+        try:
+            self.joined = await self._expect("joined")
+        except Refused:
+            raise
+        except ServerError as exc:
+            if exc.code == "forbidden":  # not this room, not now: asking again will not help
+                await self._ws.close()
+                raise Refused("forbidden", exc.message) from None
+            raise
 
     async def _expect(self, kind: str, timeout: float = 10.0) -> Message:
-        msg = await self._ws.receive_json(timeout=timeout)
+        frame = await self._ws.receive(timeout=timeout)
+        if frame.type != aiohttp.WSMsgType.TEXT:
+            raise self._closed_error(frame)
+        msg = frame.json()
         if msg.get("type") == "error":
-            raise ServerError(msg.get("code", "?"), msg.get("message", ""))
+            error = ServerError(msg.get("code", "?"), msg.get("message", ""))
+            if kind == "welcome":  # a broken handshake: the server closes right after (4000)
+                try:
+                    after = await self._ws.receive(timeout=2.0)
+                except asyncio.TimeoutError:
+                    raise error from None
+                if (refusal := self._refusal(after)) is not None:
+                    raise Refused(refusal.code, f"{refusal.reason}: {error}") from None
+            raise error
         if msg.get("type") != kind:
             raise ServerError("bad-message", f"expected {kind}, got {msg.get('type')!r}")
         return msg
+
+    def _refusal(self, frame: aiohttp.WSMessage) -> Refused | None:
+        """The Refused when `frame` is the server closing with a final code, else None."""
+        if frame.type == aiohttp.WSMsgType.CLOSE:
+            return close_refusal(frame.data, frame.extra if isinstance(frame.extra, str) else "")
+        if frame.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            return close_refusal(self._ws.close_code)
+        return None
+
+    def _closed_error(self, frame: aiohttp.WSMessage) -> Exception:
+        """What a non-text frame during the handshake means: a final refusal or a lost connection."""
+        return self._refusal(frame) or ConnectionError(f"the server closed the connection ({self._ws.close_code})")
 
     @property
     def _ping_s(self) -> float:
@@ -166,8 +232,11 @@ class SignalingClient:
     async def _run(self) -> None:
         backoff = 0.5
         while not self._closing:
-            await self._pump()
+            refusal = await self._pump()
             if self._closing:
+                return
+            if refusal is not None:
+                await self._refuse(refusal)
                 return
             # The server vanished or closed on us: reconnect with jittered backoff.
             while not self._closing:
@@ -176,6 +245,9 @@ class SignalingClient:
                 try:
                     await self._open()
                     await self._send_join()
+                except Refused as exc:
+                    await self._refuse(exc)
+                    return
                 except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, ServerError) as exc:
                     log.info("reconnect failed: %s", exc)
                     continue
@@ -184,8 +256,19 @@ class SignalingClient:
                 await self.on_message({"type": "reconnected", "joined": self.joined})
                 break
 
-    async def _pump(self) -> None:
-        """Deliver messages until the connection dies; ping when idle."""
+    async def _refuse(self, refusal: Refused) -> None:
+        """Stop for good and tell the owner why."""
+        log.warning("refused by the server: %s", refusal)
+        self.refused = refusal
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        await self.on_message({"type": "refused", "code": refusal.code, "reason": refusal.reason})
+
+    async def _pump(self) -> Refused | None:
+        """Deliver messages until the connection dies; ping when idle.
+
+        Returns the Refused when the server closed with a final code, else None (reconnect).
+        """
         ws = self._ws
         while True:
             try:
@@ -197,9 +280,9 @@ class SignalingClient:
                 except asyncio.TimeoutError:
                     log.warning("server silent for %.0f s, reconnecting", 2 * self._ping_s)
                     await ws.close()
-                    return
-            if frame.type != aiohttp.WSMsgType.TEXT:
-                return  # closed, closing or error
+                    return None
+            if frame.type != aiohttp.WSMsgType.TEXT:  # closed, closing or error
+                return self._refusal(frame)
             msg = frame.json()
             if msg.get("type") != "pong":
                 await self.on_message(msg)

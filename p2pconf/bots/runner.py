@@ -3,6 +3,9 @@
 Bots can be spread over several processes (`processes`): each process runs its
 share in its own event loop, and the parent merges what they measured. All
 processes stop sending at the same wall-clock moment.
+
+A bot the server refuses for good (bots/client.py, Refused) ends the whole run
+at once with BotRefused, whose text names the bot and the code.
 """
 
 from __future__ import annotations
@@ -19,13 +22,29 @@ from typing import Any, Callable
 
 from .. import netlab
 from .bot import Bot, BotOptions
-from .client import ServerError
+from .client import Refused, ServerError
 from .netif import is_loopback_url, use_host_addresses
 from .report import build_report
 from .sources import VideoSpec
 
 DRAIN_S = 3.0  # at most this long for in-flight frames after sending stops
 Progress = Callable[[dict[str, Any]], None]
+
+
+class BotRefused(Exception):
+    """A bot was refused by the server for good: "bot-2 refused by the server: 4003 the guest link was revoked"."""
+
+    def __init__(self, bot: str, refusal: Refused):
+        super().__init__(f"{bot} refused by the server: {refusal}")
+        self.bot = bot
+        self.code = refusal.code
+
+
+def _check_refused(bots: list[Bot]) -> None:
+    """Raise BotRefused for the first bot the server refused for good."""
+    for bot in bots:
+        if bot.refused:
+            raise BotRefused(bot.name, Refused(bot.refused["code"], bot.refused["reason"]))
 
 
 @dataclass
@@ -95,15 +114,21 @@ async def _run_group(
     bots = [Bot(opts.first_index + i, opts.server, opts.room, opts.bot_options()) for i in slots]
     try:
         for bot in bots:  # one after another: each newcomer offers to those already in
-            await bot.start()
+            try:
+                await bot.start()
+            except Refused as exc:
+                raise BotRefused(bot.name, exc) from None
+            _check_refused(bots)
         expected = len(bots) * opts.tracks_per_bot()
         stop_at = stop_at or time.time() + opts.duration_s
         cpu0, wall0 = _cpu_seconds(), time.time()
         while (now := time.time()) < stop_at:
+            _check_refused(bots)
             if progress:
                 progress({"joined": len(bots), "flowing": sum(b.flowing() for b in bots), "expected": expected,
                           "remaining_s": stop_at - now})
             await asyncio.sleep(min(0.5, max(0.0, stop_at - now)))
+        _check_refused(bots)
         for bot in bots:
             await bot.stop_sending()
         stopped_at = time.time()
@@ -134,6 +159,8 @@ async def _drain(bots: list[Bot]) -> None:
 
 def describe_failure(exc: BaseException) -> str:
     """One line for a run that could not start or finish."""
+    if isinstance(exc, BotRefused):
+        return str(exc)
     if isinstance(exc, ServerError):
         return f"the server refused: {exc}"
     return f"{type(exc).__name__}: {exc}"
@@ -210,11 +237,14 @@ def _run_processes(opts: RunOptions, progress: Progress | None) -> list[GroupRes
                     })
             elif what == "done":
                 done[key] = payload
-            else:
+            else:  # a process failed (say, a bot refused for good): the run is over, now
                 failures.append(payload)
+                break
     finally:
         release.set()
         for p in procs:
+            if failures and p.is_alive():  # still measuring a run that has already failed
+                p.terminate()
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
