@@ -16,10 +16,10 @@ SSO_SECRET = "sso-test-secret-of-32-bytes-or-more!"
 class Browser:
     """One person's browser: own cookie jar, sends our Origin like a real page."""
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, headers: dict[str, str] | None = None):
         self.base = base.rstrip("/")
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
-                                          headers={"Origin": self.base})
+                                          headers={"Origin": self.base, **(headers or {})})
         self.csrf: str | None = None
 
     async def close(self) -> None:

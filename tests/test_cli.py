@@ -238,3 +238,26 @@ def test_users_import_checks_every_row_first_and_disable_ends_access(tmp_path):
     listing = admin("users", "list", data=data).stdout.splitlines()
     assert any(line.startswith("anna") and "disabled" in line for line in listing)
     assert any(line.startswith("bert") and line.rstrip().endswith("no") for line in listing)  # SSO only
+
+
+def test_verbose_access_log_never_shows_guest_or_sso_tokens(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([*P2PCONF, "-v", "serve", "--port", str(port), "--data", str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    guest_token, sso_jwt = "A" * 16 + "b" * 16, "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)  # bounded by the deadline
+    for path in (f"/j/{guest_token}", f"/sso?token={sso_jwt}"):
+        try:
+            urllib.request.urlopen(base + path, timeout=5).close()
+        except OSError:
+            pass  # 404/401 pages are fine: only the log matters here
+    output = stop_server(proc)
+    assert "GET /j/<redacted>" in output and "token=<redacted>" in output
+    assert guest_token not in output and sso_jwt not in output

@@ -8,6 +8,7 @@ import jwt
 import pytest
 
 from p2pconf.appkeys import CALLS, STORE
+from p2pconf.auth import CSRF_COOKIE
 from p2pconf.server import create_app
 
 from .org import PASSWORD, SSO_SECRET, Browser, add_user, next_of, signed_in, status_of
@@ -58,17 +59,27 @@ async def test_cross_origin_post_is_refused(org):
         assert reply.status == 403 and (await reply.json())["code"] == "bad-origin"
 
 
-async def test_repeated_failures_throttle_sign_in(org):
-    b = org.browser()
-    for _ in range(3):
-        assert (await b.sign_in("anna", "wrong password")).status == 401
-    reply = await b.sign_in("anna")  # the right password, but too soon
-    assert reply.status == 429 and int(reply.headers["Retry-After"]) > 0
-    status, err = await b.json("POST", "/api/session", {"login": "anna", "password": "correct horse battery"},
-                               csrf=False)
-    assert status in (403, 429)  # the JSON route is throttled too (and needs its CSRF header)
-    # another user from elsewhere is unaffected by anna's lock... but this address is locked
-    assert (await org.browser().sign_in("bert")).status == 429
+async def test_repeated_failures_throttle_sign_in(aiohttp_server, org_config):
+    org_config.trusted_proxies = ["127.0.0.0/8"]  # X-Forwarded-For tells the people's addresses apart
+    server = await aiohttp_server(create_app(org_config))
+    for login in ("anna", "bert"):
+        await add_user(server.app, login, login.title())
+    here = Browser(str(server.make_url("/")), headers={"X-Forwarded-For": "198.51.100.7"})
+    elsewhere = Browser(str(server.make_url("/")), headers={"X-Forwarded-For": "203.0.113.9"})
+    try:
+        for _ in range(3):  # org_config: 3 failures per login and per address
+            assert (await here.sign_in("anna", "wrong password")).status == 401
+        reply = await here.sign_in("anna")  # the right password, but too soon
+        assert reply.status == 429 and int(reply.headers["Retry-After"]) > 0
+        here.csrf = here.cookie(CSRF_COOKIE)  # the JSON route, with its CSRF header: throttled too
+        status, err = await here.json("POST", "/api/session", {"login": "anna", "password": PASSWORD})
+        assert (status, err["code"]) == (429, "too-many-attempts") and err["retry_after_s"] > 0
+        assert (await elsewhere.sign_in("anna")).status == 429  # anna's login is locked from anywhere
+        assert (await here.sign_in("bert")).status == 429  # and this address for anyone
+        assert (await elsewhere.sign_in("bert")).status == 302  # another user from elsewhere is unaffected
+    finally:
+        await here.close()
+        await elsewhere.close()
 
 
 # -- SSO -------------------------------------------------------------------------------------------
