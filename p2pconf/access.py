@@ -43,6 +43,7 @@ class AccessWatch:
         self.app = app
         self.last_event = 0
         self._lock = asyncio.Lock()
+        self.stopped = asyncio.Event()  # set on shutdown: the watch finishes what it does and ends
 
     async def start(self) -> None:
         self.last_event = await self.app[STORE].last_event_id()
@@ -82,7 +83,7 @@ class AccessWatch:
     async def run(self) -> None:
         config = self.app[CONFIG]
         next_purge = time.monotonic()
-        while True:
+        while not self.stopped.is_set():
             try:
                 await self.check()
                 if time.monotonic() >= next_purge:
@@ -90,14 +91,20 @@ class AccessWatch:
                     next_purge = time.monotonic() + config.purge_interval_s
             except Exception:  # a busy or broken store must not end the watch; say so and go on
                 log.exception("access watch: check failed; retrying")
-            await asyncio.sleep(config.access_poll_s)
+            try:
+                await asyncio.wait_for(self.stopped.wait(), config.access_poll_s)
+            except asyncio.TimeoutError:
+                pass
 
 
 async def watch_access(app: web.Application):
-    """cleanup_ctx: run the AccessWatch for the app's lifetime."""
+    """cleanup_ctx: run the AccessWatch for the app's lifetime; on shutdown let it end
+    by itself (no cancel in the middle of a store transaction), bounded to 10 s."""
     watch = app[ACCESS] = AccessWatch(app)
     await watch.start()
     task = asyncio.create_task(watch.run())
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    watch.stopped.set()
+    await asyncio.wait({task}, timeout=10)
+    if not task.done():
+        task.cancel()

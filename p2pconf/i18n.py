@@ -79,6 +79,18 @@ DE = {
     "relay": "über Relay",
     "download_quality": "Verbindungsdaten herunterladen",
     "back_home": "Zur Startseite",
+    # final refusals (docs/protocol.md, "Closing"): the client stops and says why
+    "refused-revoked": "Der Einladungslink wurde zurückgezogen.",
+    "refused-signed-out": "Sie wurden abgemeldet.",
+    "refused-forbidden": "Sie dürfen diesen Raum nicht betreten.",
+    "refused-protocol": "Der Server hat die Verbindung beendet: Protokollfehler (die Seite ist vielleicht "
+                        "veraltet). Bitte laden Sie die Seite neu.",
+    "refused-stalled": "Der Server hat die Verbindung beendet: Diese Seite hat ihre Nachrichten nicht "
+                       "rechtzeitig gelesen. Bitte laden Sie die Seite neu.",
+    "refused-flood": "Der Server hat die Verbindung beendet: zu viele Nachrichten in kurzer Zeit. Bitte laden "
+                     "Sie die Seite neu.",
+    "refused-other": "Der Server hat die Verbindung beendet ({code}).",
+    "sign_in_again": "Erneut anmelden",
     # message pages
     "invite-malformed": ["Ungültiger Link", "Dieser Einladungslink ist nicht gültig. Bitte prüfen Sie, ob er "
                          "vollständig kopiert wurde."],
@@ -161,6 +173,17 @@ EN = {
     "relay": "via relay",
     "download_quality": "Download link-quality summary",
     "back_home": "Back to the start page",
+    "refused-revoked": "The invitation link was revoked.",
+    "refused-signed-out": "You have been signed out.",
+    "refused-forbidden": "You may not enter this room.",
+    "refused-protocol": "The server closed the connection: protocol error (this page may be out of date). "
+                        "Please reload the page.",
+    "refused-stalled": "The server closed the connection: this page did not read its messages in time. "
+                       "Please reload the page.",
+    "refused-flood": "The server closed the connection: too many messages in a short time. Please reload "
+                     "the page.",
+    "refused-other": "The server closed the connection ({code}).",
+    "sign_in_again": "Sign in again",
     "invite-malformed": ["Invalid link", "This invitation link is not valid. Please check that it was copied "
                          "completely."],
     "invite-unknown": ["Unknown link", "There is no room for this invitation link."],

@@ -169,10 +169,12 @@ def expected_csrf(request: web.Request) -> str | None:
 
 @web.middleware
 async def csrf_middleware(request: web.Request, handler):
-    """Every state-changing request needs our Origin (when sent) and the CSRF token."""
+    """Every state-changing request needs our Origin (when sent, and not "null") and the CSRF token."""
     if request.method in SAFE_METHODS or request.path == "/ws":
         return await handler(request)
-    if not origin_allowed(request):
+    # Under Referrer-Policy: no-referrer, browsers send `Origin: null` with their own forms;
+    # the CSRF token below is what stands then (a page elsewhere cannot know it).
+    if request.headers.get("Origin") != "null" and not origin_allowed(request):
         raise api_error(403, "bad-origin", "cross-origin request refused")
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):

@@ -224,8 +224,8 @@ def clean_stats(value: Any, room_peers: set[str]) -> dict[str, dict[str, Any]]:
             number = entry.get(key)
             if number is None:
                 continue
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) \
-                    or not 0 <= number <= limit:
+            # the range first: math.isfinite overflows on an integer of hundreds of digits
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number <= limit:
                 raise ProtocolError("bad-message", f"{key} must be a number from 0 to {limit}")
             clean[key] = round(float(number), 1)
         path = entry.get("path")

@@ -244,6 +244,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break
             if frame.type != WSMsgType.TEXT:
                 outbox.send(protocol.error_message("bad-json", "only text frames are accepted"))
+                if not session.greeted:  # the first message must be hello
+                    outbox.close(protocol.CLOSE_PROTOCOL)
+                    break
                 continue
             msg = None
             try:
@@ -263,6 +266,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     audit.event("join-refused", peer=session.id, login=session.login, addr=request.remote,
                                 why=exc.detail)
                 outbox.send(protocol.error_message(exc.code, exc.detail, ref=msg["type"] if msg else None))
+                if not session.greeted:  # not even a message: the handshake is broken
+                    outbox.close(protocol.CLOSE_PROTOCOL)
+                    break
             if outbox.close_code is not None:
                 break
     finally:

@@ -121,8 +121,10 @@ async def test_binary_frames_count_against_the_flood_limit(aiohttp_client, confi
     config.rate_per_s, config.rate_burst = 1.0, 20
     client = await aiohttp_client(create_app(config))
     ws = await client.ws_connect("/ws")
+    await ws.send_json({"type": "hello", "version": 1})
+    assert (await ws.receive_json(timeout=3))["type"] == "welcome"
     codes = []
-    for _ in range(60):  # bounded: the server cuts us off after 20
+    for _ in range(60):  # bounded: the server cuts us off after 19 more
         if ws.closed:
             break
         await ws.send_bytes(b"\x00" * 16)
@@ -291,3 +293,26 @@ async def test_revoking_an_invite_id_beyond_64_bits_is_404(org):
     for invite_id in ("12345678901234567890", "١٢", "-1"):
         status, err = await anna.json("DELETE", f"/api/invites/{invite_id}")
         assert (status, err["code"]) == (404, "no-such-invite")
+
+
+async def test_a_form_posted_with_origin_null_still_needs_its_csrf_token(org):
+    """Under Referrer-Policy: no-referrer a browser's own form says `Origin: null`."""
+    b = org.browser()
+    async with b.http.get(b.base + "/login"):
+        pass
+    null = {"Origin": "null"}
+    async with b.http.post(b.base + "/login", data={"login": "anna", "password": "correct horse battery"},
+                           headers=null, allow_redirects=False) as reply:
+        assert reply.status == 403 and (await reply.json())["code"] == "csrf"
+    form = {"login": "anna", "password": "correct horse battery", "csrf": b.cookie("p2pconf_csrf")}
+    async with b.http.post(b.base + "/login", data=form, headers=null, allow_redirects=False) as reply:
+        assert reply.status == 302
+
+
+@pytest.mark.parametrize("first", [b"\x00binary", "not json", '{"version": 1}'])
+async def test_a_first_message_that_is_no_hello_closes_with_4000(connect, first):
+    peer = await connect(hello=False)
+    await (peer.ws.send_bytes(first) if isinstance(first, bytes) else peer.ws.send_str(first))
+    assert (await peer.expect("error"))["code"] in ("bad-json", "bad-message")
+    frame = await peer.ws.receive(timeout=3)
+    assert (frame.type, frame.data) == (WSMsgType.CLOSE, CLOSE_PROTOCOL)

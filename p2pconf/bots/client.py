@@ -177,7 +177,8 @@ class SignalingClient:
     # -- internals ---------------------------------------------------------------
 
     async def _open(self) -> None:
-        self._ws = await self._http.ws_connect(self.url, max_msg_size=protocol.MAX_MESSAGE_BYTES)
+        # What the server forwards may exceed 64 KiB by the `from` it stamps on: allow room for it.
+        self._ws = await self._http.ws_connect(self.url, max_msg_size=2 * protocol.MAX_MESSAGE_BYTES)
         await self._ws.send_json({"type": "hello", "version": protocol.PROTOCOL_VERSION})
         self.welcome = await self._expect("welcome")
         self.id = self.welcome["id"]

@@ -2,12 +2,15 @@
 // Wires api.js and protocol.js to the page; names are always inserted as text.
 
 import * as api from './api.js';
-import {ServerConnection, serverUrl} from './protocol.js';
+import {CLOSE_SIGNED_OUT, ServerConnection, serverUrl} from './protocol.js';
 import {startRinging} from './ring.js';
-import {t} from './i18n.js';
+import {refusalText, t} from './i18n.js';
 import {$, say} from './page.js';
 
 const selected = new Set();
+let stopped = false;  // the server refused this page for good
+let selfStream = null;
+let directoryPoll;
 
 async function loadDirectory() {
   const {users} = await api.call('GET', '/api/users');
@@ -37,6 +40,11 @@ async function loadDirectory() {
 async function showSelf() {
   try {
     const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: false});
+    if (stopped) {  // refused while the camera was starting
+      for (const track of stream.getTracks()) track.stop();
+      return;
+    }
+    selfStream = stream;
     $('self').srcObject = stream;
   } catch (e) {
     document.querySelector('input[name=mode][value="audio-only"]').checked = true;
@@ -68,8 +76,28 @@ function listenForCalls() {
     await api.call('POST', `/api/calls/${$('ring-dialog').dataset.call}/decline`).catch(() => {});
     $('ring-dialog').close();
   };
-  conn.onconnectionlost = (lost) => say(lost ? t('server_lost') : '');
-  conn.connect().catch(() => conn.lost());
+  conn.onconnectionlost = (lost) => { if (!stopped) say(lost ? t('server_lost') : ''); };
+  conn.onrefused = (code, message) => stop(refusalText(code, message), code === CLOSE_SIGNED_OUT);
+  conn.connect().catch(() => conn.lost());  // lost() does nothing after a final refusal
+  return conn;
+}
+
+/**
+ * The server refused this page for good (docs/protocol.md, "Closing"; e.g. 4001: signed
+ * out): no more ringing or directory, the camera off, and why in the banner.
+ * @param {string} text @param {boolean} signIn offer to sign in again
+ */
+function stop(text, signIn) {
+  if (stopped) return;
+  stopped = true;
+  clearInterval(directoryPoll);
+  if (selfStream) for (const track of selfStream.getTracks()) track.stop();
+  $('self').srcObject = null;
+  for (const id of ['ring-dialog', 'room-dialog']) if ($(id).open) $(id).close('stopped');
+  say(text);
+  document.body.classList.add('ended');
+  $('sign-in').hidden = !signIn;
+  $('stopped').hidden = !signIn;
 }
 
 async function main() {
@@ -102,9 +130,10 @@ async function main() {
     }
   };
   await loadDirectory();
-  setInterval(() => loadDirectory().catch(() => {}), 10000);
-  listenForCalls();
+  directoryPoll = setInterval(() => loadDirectory().catch(() => {}), 10000);
+  const conn = listenForCalls();
   showSelf();
+  window.p2pconf = {conn};  // for tests and debugging
 }
 
 main();

@@ -3,8 +3,48 @@
 
 export const PROTOCOL_VERSION = 1;
 
+// WebSocket close codes of docs/protocol.md, "Closing", that end a connection for good.
+export const CLOSE_PROTOCOL = 4000;    // handshake broken: first message not hello, or unsupported version
+export const CLOSE_SIGNED_OUT = 4001;  // the session ended: signed out elsewhere, user disabled, or expired
+export const CLOSE_REVOKED = 4003;     // the guest link this connection came through was revoked
+export const CLOSE_STALLED = 4009;     // the client stopped reading its messages
+export const CLOSE_FLOOD = 4029;       // too many messages
+
 /**
- * One connection to the p2pconf server, kept alive (ping, reconnect) until close().
+ * The close codes after which the client must not reconnect, each with a stable name the UI
+ * looks its words up by (i18n.js, refusalText). 1001 (server shutdown) and abnormal closes
+ * (1006: network loss) are not here: those are retried.
+ * @type {Readonly<Record<number, string>>}
+ */
+export const FINAL_CLOSE_CODES = Object.freeze({
+  [CLOSE_PROTOCOL]: 'protocol',
+  [CLOSE_SIGNED_OUT]: 'signed-out',
+  [CLOSE_REVOKED]: 'revoked',
+  [CLOSE_STALLED]: 'stalled',
+  [CLOSE_FLOOD]: 'flood',
+});
+
+/**
+ * Error codes in answer to `join` that are just as final: asking again will not help.
+ * @type {ReadonlyArray<string>}
+ */
+export const FINAL_JOIN_ERRORS = Object.freeze(['forbidden']);
+
+/** True when a close with this code ends the connection for good. @param {number} code */
+export function isFinalClose(code) {
+  return Object.hasOwn(FINAL_CLOSE_CODES, code);
+}
+
+/**
+ * Why the server refused for good: a close code of FINAL_CLOSE_CODES (a number) or an
+ * error code of FINAL_JOIN_ERRORS (a string), and the server's words (its close reason or
+ * error message; may be empty; for people, never markup).
+ * @typedef {{code: number|string, message: string}} Refusal
+ */
+
+/**
+ * One connection to the p2pconf server, kept alive (ping, reconnect) until close() or
+ * until the server refuses it for good (then `refused` is set and onrefused is called once).
  */
 export class ServerConnection {
   /** @param {string} url ws(s)://host/ws */
@@ -16,45 +56,89 @@ export class ServerConnection {
     this.id = null;
     this.welcome = null;
     this.joinRequest = null;
+    /** true after close() or a final refusal: no more sockets are opened */
     this.closing = false;
+    /** @type {Refusal|null} set once, when the server refused for good */
+    this.refused = null;
+    this.ready = false;  // the current socket has shaken hands
+    this.reconnecting = false;
     this.backoff = 500;
     this.lastMessage = 0;
     this.timer = null;
+    /** @type {Set<(error: Error) => void>} rejects the pending connect/expect when the socket closes */
+    this.waiters = new Set();
     /** @type {(msg: object) => void} every server message except pong */
     this.onmessage = () => {};
     /** @type {(joined: object) => void} after a reconnect re-joined the room under a new id */
     this.onreconnected = () => {};
-    /** @type {(lost: boolean) => void} true while the server is unreachable */
+    /** @type {(lost: boolean) => void} true while the server is unreachable (and a reconnect is tried) */
     this.onconnectionlost = () => {};
+    /**
+     * Every close of the socket that close() did not ask for. `final`: no reconnect follows
+     * (onrefused comes next); otherwise the connection is retried.
+     * @type {(code: number, reason: string, final: boolean) => void}
+     */
+    this.onclose = () => {};
+    /**
+     * The server refused for good (see Refusal): the socket is closed and none is opened
+     * again. The UI must end the call (peer connections, camera, microphone) and say why.
+     * Called at most once.
+     * @type {(code: number|string, message: string) => void}
+     */
+    this.onrefused = () => {};
   }
 
-  /** Open the socket and shake hands. @returns {Promise<object>} the welcome message */
+  /**
+   * Open the socket and shake hands. Rejects when the server cannot be reached, or with
+   * an Error whose `final` is true when it refused for good (onrefused has been called).
+   * @returns {Promise<object>} the welcome message
+   */
   async connect() {
+    if (this.closing) throw this.stoppedError();
     const socket = new WebSocket(this.url);
     this.socket = socket;
-    await new Promise((resolve, reject) => {
+    this.ready = false;
+    socket.onclose = (e) => this.socketClosed(socket, e.code, e.reason);
+    await this.until((resolve, reject) => {
       socket.onopen = resolve;
       socket.onerror = () => reject(new Error('cannot reach the server'));
     });
     socket.send(JSON.stringify({type: 'hello', version: PROTOCOL_VERSION}));
-    this.welcome = await this.expect('welcome');
+    try {
+      this.welcome = await this.expect('welcome');
+    } catch (e) {
+      // An error instead of welcome: the server closes next (4000), and the close code
+      // decides whether this is final. Wait for it, a little.
+      if (e.closeCode === undefined) await this.until((resolve) => setTimeout(resolve, 2000));
+      throw e;
+    }
     this.id = this.welcome.id;
     socket.onmessage = (e) => this.deliver(JSON.parse(e.data));
-    socket.onclose = () => this.lost();
+    this.ready = true;
     this.lastMessage = Date.now();
     this.watch();
     return this.welcome;
   }
 
   /**
-   * Join a room. @returns {Promise<object>} the joined message (peers to offer to)
+   * Join a room. A `forbidden` answer is final: the connection stops (onrefused) and the
+   * returned promise rejects with an Error whose `final` is true.
    * @param {string} room @param {string} name @param {object} media
+   * @returns {Promise<object>} the joined message (peers to offer to)
    */
   async join(room, name, media) {
     this.joinRequest = {type: 'join', room, name, media};
     const answer = this.expect('joined');
     this.send(this.joinRequest);
-    return answer;
+    try {
+      return await answer;
+    } catch (e) {
+      if (FINAL_JOIN_ERRORS.includes(e.code)) {
+        this.refuse(e.code, e.message);
+        e.final = true;
+      }
+      throw e;
+    }
   }
 
   /** @param {object} msg */
@@ -76,19 +160,34 @@ export class ServerConnection {
     if (this.socket) this.socket.close();
   }
 
-  /** Wait for the next message of one type (an error message rejects). */
+  /**
+   * Wait for the next message of one type (an error message rejects, and so does the
+   * socket closing first).
+   * @param {string} type @returns {Promise<object>}
+   */
   expect(type) {
-    return new Promise((resolve, reject) => {
-      const previous = this.socket.onmessage;
-      this.socket.onmessage = (e) => {
+    const socket = this.socket;
+    return this.until((resolve, reject) => {
+      const previous = socket.onmessage;
+      socket.onmessage = (e) => {
         const msg = JSON.parse(e.data);
         if (msg.type === type || msg.type === 'error') {
-          this.socket.onmessage = previous;
+          socket.onmessage = previous;
           if (msg.type === 'error') reject(Object.assign(new Error(msg.message), {code: msg.code}));
           else resolve(msg);
         } else if (previous) previous(e);
       };
     });
+  }
+
+  // A promise that also rejects when the current socket closes before it settles.
+  until(executor) {
+    let reject;
+    return new Promise((resolve, rej) => {
+      reject = rej;
+      this.waiters.add(rej);
+      executor(resolve, rej);
+    }).finally(() => this.waiters.delete(reject));
   }
 
   deliver(msg) {
@@ -103,7 +202,7 @@ export class ServerConnection {
     this.timer = setTimeout(() => {
       const silent = Date.now() - this.lastMessage;
       if (silent >= 2 * pingMs) {
-        this.socket.close();
+        if (this.socket) this.socket.close();
         return;
       }
       if (silent >= pingMs) this.send({type: 'ping'});
@@ -111,24 +210,68 @@ export class ServerConnection {
     }, pingMs / 2);
   }
 
+  // The socket closed: stop for good on a final code, else reconnect (once the handshake
+  // was done; during connect() the caller or the reconnect loop sees the rejection).
+  socketClosed(socket, code, reason) {
+    if (socket !== this.socket) return;  // an old socket, already replaced
+    clearTimeout(this.timer);
+    const final = isFinalClose(code);
+    const error = Object.assign(new Error(reason || `the server closed the connection (${code})`),
+                                {closeCode: code, final});
+    for (const reject of [...this.waiters]) reject(error);
+    if (this.closing) return;  // close() asked for it, or refused already
+    this.onclose(code, reason, final);
+    if (final) this.refuse(code, reason);
+    else if (this.ready) this.lost();
+  }
+
+  /** Stop for good: no socket is opened again; tells the UI once. @param {number|string} code @param {string} message */
+  refuse(code, message) {
+    if (this.refused) return;
+    this.refused = {code, message: message || ''};
+    this.closing = true;
+    clearTimeout(this.timer);
+    if (this.socket && this.socket.readyState <= WebSocket.OPEN) this.socket.close();
+    this.onrefused(code, this.refused.message);
+  }
+
+  stoppedError() {
+    return Object.assign(new Error(this.refused ? this.refused.message : 'closed'),
+                         {final: Boolean(this.refused), code: this.refused?.code});
+  }
+
+  /** Reconnect with jittered exponential backoff until it works, close() is called or the server refuses for good. */
   async lost() {
     clearTimeout(this.timer);
-    if (this.closing) return;
+    if (this.closing || this.reconnecting) return;
+    this.reconnecting = true;
     this.onconnectionlost(true);
-    while (!this.closing) {
-      await new Promise((r) => setTimeout(r, this.backoff * (0.8 + 0.4 * Math.random())));
-      this.backoff = Math.min(this.backoff * 2, 10000);
-      try {
-        await this.connect();
-        const joined = this.joinRequest ? await this.join(this.joinRequest.room, this.joinRequest.name,
-                                                          this.joinRequest.media) : null;
-        this.backoff = 500;
-        this.onconnectionlost(false);
-        if (joined) this.onreconnected(joined);
-        return;
-      } catch (e) {
-        // try again after the next backoff
+    try {
+      while (!this.closing) {
+        await new Promise((r) => setTimeout(r, this.backoff * (0.8 + 0.4 * Math.random())));
+        this.backoff = Math.min(this.backoff * 2, 10000);
+        if (this.closing) return;
+        try {
+          await this.connect();
+          const joined = this.joinRequest ? await this.join(this.joinRequest.room, this.joinRequest.name,
+                                                            this.joinRequest.media) : null;
+          this.backoff = 500;
+          this.onconnectionlost(false);
+          if (joined) this.onreconnected(joined);
+          return;
+        } catch (e) {
+          // A final refusal has set `closing`. Anything else: drop this socket (its close
+          // means nothing now) and try again after the next backoff.
+          if (this.closing) return;
+          clearTimeout(this.timer);
+          const dropped = this.socket;
+          this.socket = null;
+          this.ready = false;
+          if (dropped) dropped.close();
+        }
       }
+    } finally {
+      this.reconnecting = false;
     }
   }
 }

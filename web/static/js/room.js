@@ -4,10 +4,10 @@
 // names are inserted as text.
 
 import * as api from './api.js';
-import {ServerConnection, serverUrl} from './protocol.js';
+import {CLOSE_SIGNED_OUT, ServerConnection, serverUrl} from './protocol.js';
 import {Mesh} from './mesh.js';
 import {CallQuality, readCounters, splitBudget} from './quality.js';
-import {t} from './i18n.js';
+import {refusalText, t} from './i18n.js';
 import {$, say} from './page.js';
 
 const {room: roomId, mode: roomMode} = document.body.dataset;
@@ -155,6 +155,11 @@ function drawMatrix(msg) {
   $('link-matrix').replaceChildren(head, ...rows);
 }
 
+/** The links under an ended call (summary, start page, sign in): the box shows when one of them does. */
+function showAfterCall() {
+  $('after-call').hidden = [...$('after-call').children].every((link) => link.hidden);
+}
+
 function showStatus(msg) {
   let item = $(`status-${msg.login}`);
   if (!item) {
@@ -178,24 +183,72 @@ async function main() {
   const media = {mode: hasVideo ? 'audio+video' : 'audio-only', mic: true, cam: hasVideo};
   $('cam').hidden = !hasVideo;
   const conn = new ServerConnection(serverUrl());
+  /** @type {Mesh|null} */
+  let mesh = null;
+  /** @type {CallQuality|null} */
+  let quality = null;
+  let lastMatrix = null;
+  let sampler;
+  let matrixPoll;
+  let over = false;
+
+  // End the call for good, whoever ends it (Beenden, a refusal, a failed join): every peer
+  // connection closed, no socket, camera and microphone released, the call view gone, and
+  // `text` in the banner. Returns false when it was over already.
+  const finish = (text) => {
+    if (over) return false;
+    over = true;
+    clearInterval(sampler);
+    clearInterval(matrixPoll);
+    if (mesh) mesh.close();
+    conn.close();
+    for (const track of stream.getTracks()) track.stop();
+    for (const id of ['quality-dialog', 'link-dialog']) if ($(id).open) $(id).close();
+    $('tiles').replaceChildren();
+    $('stage-video').srcObject = null;
+    $('stage-name').textContent = '';
+    people.clear();
+    say(text);
+    document.body.classList.add('ended');
+    if (quality) {
+      const summary = quality.summary(roomId, me.name, lastMatrix);
+      const blob = new Blob([JSON.stringify(summary, null, 1)], {type: 'application/json'});
+      $('download-quality').href = URL.createObjectURL(blob);
+      $('download-quality').download = `p2pconf-quality-${new Date().toISOString().slice(0, 16).replace(':', '')}.json`;
+    }
+    $('download-quality').hidden = !quality;
+    $('home').hidden = me.kind !== 'user';
+    showAfterCall();
+    return true;
+  };
+  // The server refused for good (docs/protocol.md, "Closing"): stop and say why; where
+  // signing in again helps, offer it.
+  conn.onrefused = (code, message) => {
+    finish(refusalText(code, message));
+    if (code === CLOSE_SIGNED_OUT || (code === 'forbidden' && me.kind === 'user')) {
+      $('sign-in').hidden = false;
+      $('home').hidden = true;
+      showAfterCall();
+    }
+  };
+
   let joined;
   try {
     await conn.connect();
     joined = await conn.join(roomId, me.name, media);
   } catch (e) {
-    say(e.code === 'room-full' ? t('room_full', {max: conn.welcome?.maxRoomSize ?? 6})
-                               : t('join_failed', {message: e.message}));
-    for (const track of stream.getTracks()) track.stop();
-    document.body.classList.add('ended');
+    if (!e.final) {  // a final refusal has been told by onrefused
+      finish(e.code === 'room-full' ? t('room_full', {max: conn.welcome.maxRoomSize})
+                                    : t('join_failed', {message: e.message}));
+    }
     return;
   }
   people.set(SELF, {name: me.name, stream, media, note: ''});
   drawTile(SELF);
   showLink();
 
-  const quality = new CallQuality();
+  quality = new CallQuality();
   const focusOf = new Map(joined.peers.map((p) => [p.id, p.focus]));  // whom each peer shows in its centre
-  let lastMatrix = null;
   let sentFocus;
   onCentre = (peerId) => {
     if (peerId === sentFocus) return;
@@ -204,7 +257,6 @@ async function main() {
   };
   const budgetKbps = conn.welcome.uploadKbps || 2000;
 
-  let mesh;
   const startMesh = (peers) => {
     mesh = new Mesh(conn, conn.welcome.iceServers, stream, roomMode !== 'audio-only');
     mesh.ontrack = (peer) => {
@@ -218,7 +270,7 @@ async function main() {
       person.note = state === 'failed' || state === 'disconnected' ? t('peer_trouble') : '';
       drawTile(peer.id);
     };
-    mesh.onremove = (peer) => dropTile(peer.id);
+    mesh.onremove = (peer) => { if (!over) dropTile(peer.id); };
     mesh.offerTo(peers);
   };
   startMesh(joined.peers);
@@ -236,7 +288,7 @@ async function main() {
     else if (msg.type === 'call-status' && msg.call === roomId) showStatus(msg);
     else if (['offer', 'answer', 'candidate', 'renegotiate'].includes(msg.type)) mesh.signal(msg);
   };
-  conn.onconnectionlost = (lost) => say(lost ? t('server_lost') : '');
+  conn.onconnectionlost = (lost) => { if (!over) say(lost ? t('server_lost') : ''); };
   conn.onreconnected = (again) => {
     mesh.close();
     focusOf.clear();
@@ -248,7 +300,7 @@ async function main() {
   // Every second: sample each link, judge it for its tile, and split the video budget
   // between the peers; every UPLOAD_EVERY seconds tell the server (link-quality view).
   let ticks = 0;
-  const sampler = setInterval(async () => {
+  sampler = setInterval(async () => {
     ticks += 1;
     const peers = [...mesh.peers.values()];
     for (const peer of peers) {
@@ -263,9 +315,9 @@ async function main() {
     if (ticks % UPLOAD_EVERY === 0) conn.send({type: 'stats', peers: quality.upload(peers.map((p) => p.id))});
   }, SAMPLE_MS);
 
-  let matrixPoll;
   $('quality').onclick = () => {
     conn.send({type: 'link-matrix'});
+    clearInterval(matrixPoll);
     matrixPoll = setInterval(() => conn.send({type: 'link-matrix'}), 2000);
     $('quality-dialog').showModal();
   };
@@ -286,24 +338,7 @@ async function main() {
   toggle($('mic'), 'audio', t('mic_on'), t('mic_off'), 'mic');
   toggle($('cam'), 'video', t('cam_on'), t('cam_off'), 'cam');
 
-  $('leave').onclick = () => {
-    clearInterval(sampler);
-    clearInterval(matrixPoll);
-    const summary = quality.summary(roomId, me.name, lastMatrix);
-    mesh.close();
-    conn.close();
-    for (const t of stream.getTracks()) t.stop();
-    $('tiles').replaceChildren();
-    $('stage-video').srcObject = null;
-    people.clear();
-    say(t('left_call'));
-    document.body.classList.add('ended');
-    const blob = new Blob([JSON.stringify(summary, null, 1)], {type: 'application/json'});
-    $('download-quality').href = URL.createObjectURL(blob);
-    $('download-quality').download = `p2pconf-quality-${new Date().toISOString().slice(0, 16).replace(':', '')}.json`;
-    $('home').hidden = me.kind !== 'user';
-    $('after-call').hidden = false;
-  };
+  $('leave').onclick = () => finish(t('left_call'));
   window.p2pconf = {conn, quality, get mesh() { return mesh; }};  // for tests and debugging
 }
 
