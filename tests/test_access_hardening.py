@@ -43,9 +43,8 @@ async def json_sign_in(b: Browser, login: str, password: str) -> int:
     return status
 
 
-async def fresh_browser(org) -> Browser:
-    """A browser that has the sign-in page's double-submit cookie, ready for JSON sign-ins."""
-    b = org.browser()
+async def ready(b: Browser) -> Browser:
+    """`b` after a look at the sign-in page: it holds the double-submit cookie JSON sign-ins need."""
     async with b.http.get(b.base + "/login") as page:
         assert page.status == 200
     return b
@@ -83,7 +82,7 @@ async def peer_left(ws, timeout: float = 5.0) -> dict:
 
 
 async def test_concurrent_sign_ins_cannot_outrun_the_throttle(org):
-    b = await fresh_browser(org)
+    b = await ready(org.browser())
     passwords = ["wrong password"] * 30
     passwords[16] = PASSWORD  # the right one, 17th of 30 sent at once
     statuses = await asyncio.gather(*(json_sign_in(b, "anna", p) for p in passwords))
@@ -104,11 +103,8 @@ def unthrottled(org_config):
 async def test_a_burst_of_sign_ins_neither_stalls_signaling_nor_queues_without_bound(aiohttp_server, unthrottled):
     server = await aiohttp_server(create_app(unthrottled))
     await add_user(server.app, "anna", "Anna Berg")
-    browsers = [Browser(str(server.make_url("/"))) for _ in range(30)]
+    browsers = [await ready(Browser(str(server.make_url("/")))) for _ in range(30)]
     try:
-        for b in browsers:
-            async with b.http.get(b.base + "/login"):
-                pass
         async with aiohttp.ClientSession() as http:
             ws = await http.ws_connect(server.make_url("/ws"))
             await ws.send_json({"type": "hello", "version": 1})
@@ -137,11 +133,9 @@ async def test_overloaded_sign_in_says_when_to_retry(aiohttp_server, unthrottled
     unthrottled.hash_workers, unthrottled.hash_waiting = 1, 0
     server = await aiohttp_server(create_app(unthrottled))
     await add_user(server.app, "anna", "Anna Berg")
-    browsers = [Browser(str(server.make_url("/"))) for _ in range(6)]
+    browsers = [await ready(Browser(str(server.make_url("/")))) for _ in range(6)]
     try:
         for b in browsers:
-            async with b.http.get(b.base + "/login"):
-                pass
             b.csrf = b.cookie(CSRF_COOKIE)
 
         async def attempt(b: Browser):
@@ -172,8 +166,7 @@ async def test_cli_writes_during_sign_in_load_never_wedge_the_server(aiohttp_ser
     stop = asyncio.Event()
 
     async def load(b: Browser) -> None:
-        async with b.http.get(b.base + "/login"):
-            pass
+        await ready(b)
         for _ in range(500):  # bounded; ends when the CLI loop is done
             if stop.is_set():
                 return
