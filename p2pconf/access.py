@@ -83,7 +83,8 @@ class AccessWatch:
     async def run(self) -> None:
         config = self.app[CONFIG]
         next_purge = time.monotonic()
-        while not self.stopped.is_set():
+        # cancelling(): a cancel that some await swallowed still ends the loop (seen on shutdown)
+        while not self.stopped.is_set() and not asyncio.current_task().cancelling():
             try:
                 await self.check()
                 if time.monotonic() >= next_purge:
@@ -91,9 +92,10 @@ class AccessWatch:
                     next_purge = time.monotonic() + config.purge_interval_s
             except Exception:  # a busy or broken store must not end the watch; say so and go on
                 log.exception("access watch: check failed; retrying")
-            try:
-                await asyncio.wait_for(self.stopped.wait(), config.access_poll_s)
-            except asyncio.TimeoutError:
+            try:  # asyncio.timeout, unlike wait_for on 3.11, never swallows an outer cancel
+                async with asyncio.timeout(config.access_poll_s):
+                    await self.stopped.wait()
+            except TimeoutError:
                 pass
 
 
