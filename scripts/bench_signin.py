@@ -20,7 +20,6 @@ import asyncio
 import csv
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,14 +29,9 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+from bench_mesh import free_port  # scripts/ is on sys.path when a script runs
 
 PASSWORD = "benchmark password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(data: Path) -> tuple[subprocess.Popen, str]:
