@@ -3,6 +3,8 @@ security headers, errors."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import ipaddress
 import json
 import secrets
@@ -36,6 +38,59 @@ def busy_error(retry_after_s: int, message: str) -> web.HTTPException:
     error = api_error(503, "busy", message, retry_after_s=retry_after_s)
     error.headers["Retry-After"] = str(retry_after_s)
     return error
+
+
+class FairStart:
+    """Lets at most `per_iteration` HTTP requests start per event-loop iteration.
+
+    The loop that parses HTTP also relays every call's signaling. A burst of requests
+    arriving together (a hundred sign-in pages at once) would otherwise run all its
+    handlers in one iteration, and a relayed offer waits behind all of them; started a
+    few at a time, the same work spreads over many short iterations and a signal is
+    never more than a few handlers behind. Throughput is unchanged: the work is the same.
+    """
+
+    def __init__(self, per_iteration: int = 4):
+        self.per_iteration = per_iteration
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()
+        self._started_this_iteration = 0
+        self._admitting = False
+
+    async def wait_turn(self) -> None:
+        if not self._waiting and self._started_this_iteration < self.per_iteration:
+            self._started_this_iteration += 1
+            self._schedule()
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        self._schedule()
+        await turn
+
+    def _schedule(self) -> None:
+        if not self._admitting:
+            self._admitting = True
+            asyncio.get_running_loop().call_soon(self._next_iteration)
+
+    def _next_iteration(self) -> None:
+        """Once per iteration while there is anything to do: admit the next few."""
+        self._admitting = False
+        self._started_this_iteration = 0
+        while self._waiting and self._started_this_iteration < self.per_iteration:
+            turn = self._waiting.popleft()
+            if not turn.done():  # a cancelled request gave its turn away
+                turn.set_result(None)
+                self._started_this_iteration += 1
+        if self._waiting or self._started_this_iteration:
+            self._schedule()
+
+
+def fair_start_middleware(fair: FairStart):
+    """The outermost middleware: every request (pages, API, WebSocket upgrades) waits its turn."""
+    @web.middleware
+    async def fair_start(request: web.Request, handler):
+        await fair.wait_turn()
+        return await handler(request)
+    return fair_start
 
 
 @web.middleware

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
 
 from . import __version__, audit, protocol
 from .appkeys import ACCESS, CONFIG, HASHES, IDENTITY, STORE, THROTTLE
@@ -36,10 +39,16 @@ def texts(request: web.Request) -> dict[str, Any]:
     return TEXTS[pick_language(request.headers.get("Accept-Language"))]
 
 
+@functools.cache
+def texts_json(lang: str) -> Markup:
+    """The page scripts' word table as JSON safe inside <script>: made once per language."""
+    return htmlsafe_json_dumps({k: v for k, v in TEXTS[lang].items() if isinstance(v, str)})
+
+
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     words = texts(request)
     context.setdefault("t", lambda key, **kw: words[key].format(**kw) if kw else words[key])
-    context.setdefault("texts", {k: v for k, v in words.items() if isinstance(v, str)})
+    context.setdefault("texts_json", texts_json("en" if words is TEXTS["en"] else "de"))
     context.setdefault("lang", "en" if words is TEXTS["en"] else "de")
     context.setdefault("csrf", form_csrf(request))
     context.setdefault("identity", request[IDENTITY])
