@@ -137,9 +137,12 @@ async def rooms_list(store: Store) -> str:
     return "\n".join(rows)
 
 
-async def run(data_dir: Path, command, *args) -> str:
-    """Open the store, run one admin command, close it."""
-    store = await Store.open(data_dir)
+async def run(location: str | Path, command, *args) -> str:
+    """Open the store (a data directory or a PostgreSQL URL), run one admin command, close it."""
+    try:
+        store = await Store.open(location)
+    except StoreError as exc:
+        raise AdminError(str(exc)) from None
     try:
         return await command(store, *args)
     except StoreError as exc:  # e.g. busy: one line, never a traceback

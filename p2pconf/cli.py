@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         data_dir=Path(args.data),
+        database=args.database,
         public_url=args.public_url,
         trusted_proxies=args.trusted_proxy,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
@@ -50,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _admin(args: argparse.Namespace) -> int:
     from . import admin
 
-    data = Path(args.data)
+    data = args.database or Path(args.data)  # where the store is: PostgreSQL, or the data directory
     try:
         if args.command == "users":
             if args.action == "add":
@@ -166,6 +167,14 @@ def _capacity(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="data", help="data directory (default ./data)")
+    p.add_argument("--database", type=options.database_url, metavar="URL",
+                   default=options.database_url(os.environ["P2PCONF_DATABASE"])
+                   if os.environ.get("P2PCONF_DATABASE") else None,
+                   help="PostgreSQL URL (or P2PCONF_DATABASE); default: SQLite in the data directory")
+
+
 def parser() -> argparse.ArgumentParser:
     p = options.Parser(prog="p2pconf", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -174,7 +183,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the signaling server and web pages")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=options.int_in(1, 65535), default=8080)
-    s.add_argument("--data", default="data", help="data directory (default ./data)")
+    add_store_options(s)
     s.add_argument("--public-url", type=options.origin, help="origin users see, e.g. https://conf.example.org")
     s.add_argument("--trusted-proxy", type=options.network, action="append", default=[], metavar="ADDR",
                    help="reverse proxy address or network whose X-Forwarded-* headers are believed")
@@ -210,7 +219,7 @@ def parser() -> argparse.ArgumentParser:
     ui = usub.add_parser("import", help="import users from a CSV file (login,name,email,password)")
     ui.add_argument("file")
     for sp in usub.choices.values():
-        sp.add_argument("--data", default="data", help="data directory (default ./data)")
+        add_store_options(sp)
     u.set_defaults(func=_admin)
 
     r = sub.add_parser("rooms", help="guest rooms and their links")
@@ -225,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
     rr.add_argument("token", metavar="TOKEN_OR_LINK")
     rsub.add_parser("list", help="list guest links")
     for sp in rsub.choices.values():
-        sp.add_argument("--data", default="data", help="data directory (default ./data)")
+        add_store_options(sp)
     r.set_defaults(func=_admin)
 
     b = sub.add_parser("bots", help="run synthetic participants in a room and report every link")

@@ -14,6 +14,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: Path = Path("data")
+    # A PostgreSQL URL ("postgresql://p2pconf@db/p2pconf"); None: SQLite in data_dir.
+    database: str | None = None
     # Origin of the site as users see it ("https://conf.example.org"); links and the
     # WebSocket Origin check use it. None: the origin of each request's Host.
     public_url: str | None = None
@@ -55,6 +57,8 @@ class Config:
     # at most hash_waiting more wait, further sign-ins get 503 at once (None: 4 per thread).
     hash_workers: int | None = None
     hash_waiting: int | None = None
+    # HTTP requests started per event-loop iteration, so a burst cannot stall signaling (FairStart).
+    requests_per_iteration: int = 4
     calls_per_minute: float = 10.0  # calls one user may start a minute
     # Lost rights (disabled users, revoked links, ended sessions) reach open sockets within this:
     access_poll_s: float = 1.0
@@ -63,6 +67,11 @@ class Config:
     frame_ancestors: list[str] = field(default_factory=list)
     # Let anyone who can reach /ws join any room by name (a lab or load-test server).
     open_rooms: bool = False
+
+    @property
+    def store_location(self) -> str | Path:
+        """Where Store.open finds the data: the PostgreSQL URL, else the data directory."""
+        return self.database or self.data_dir
 
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies]

@@ -73,6 +73,14 @@ def origin(text: str) -> str:
     return str(url.origin())
 
 
+def database_url(text: str) -> str:
+    """A PostgreSQL connection URL (postgresql://user@host:port/dbname)."""
+    if not text.strip().startswith(("postgresql://", "postgres://")):
+        raise argparse.ArgumentTypeError("must be a PostgreSQL URL like postgresql://p2pconf@db.example.org/p2pconf "
+                                         "(without it the data directory's SQLite file is used)")
+    return text.strip()
+
+
 def network(text: str) -> str:
     try:
         ipaddress.ip_network(text, strict=False)

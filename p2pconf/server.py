@@ -6,6 +6,7 @@ Media never passes through here; the server only introduces peers (docs/protocol
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import ssl
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp_jinja2
 import jinja2
 from aiohttp import WSCloseCode, WSMsgType, web
+from yarl import URL
 
 from . import __version__, api, audit, pages, protocol
 from .access import watch_access
@@ -26,10 +28,12 @@ from .calls import Calls
 from .config import Config
 from .ice import ice_servers_for
 from .middleware import (
+    FairStart,
     api_error,
     busy_middleware,
     csrf_cookie_middleware,
     csrf_middleware,
+    fair_start_middleware,
     forwarded_middleware,
     identity_middleware,
     identity_of,
@@ -49,7 +53,8 @@ def create_app(config: Config | None = None) -> web.Application:
     """Build the application for `config` (defaults: Config())."""
     config = config or Config()
     app = web.Application(
-        middlewares=[forwarded_middleware, busy_middleware, identity_middleware, csrf_middleware,
+        middlewares=[fair_start_middleware(FairStart(config.requests_per_iteration)), forwarded_middleware,
+                     busy_middleware, identity_middleware, csrf_middleware,
                      csrf_cookie_middleware],
         client_max_size=64 * 1024,
     )
@@ -87,7 +92,7 @@ def create_app(config: Config | None = None) -> web.Application:
 
 async def open_store(app: web.Application):
     """Open the data directory's store for the app's lifetime."""
-    app[STORE] = await Store.open(app[CONFIG].data_dir)
+    app[STORE] = await Store.open(app[CONFIG].store_location)
     if app[CONFIG].public_url:  # lets `p2pconf rooms invite` print links with the right origin
         await app[STORE].set_setting("public_url", app[CONFIG].public_url)
     yield
@@ -262,7 +267,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 outbox.close(protocol.CLOSE_PROTOCOL)
                 break
             except ProtocolError as exc:
-                if exc.code == "forbidden":
+                if exc.code == "forbidden" and msg and msg["type"] == "join":
                     audit.event("join-refused", peer=session.id, login=session.login, addr=request.remote,
                                 why=exc.detail)
                 outbox.send(protocol.error_message(exc.code, exc.detail, ref=msg["type"] if msg else None))
@@ -319,7 +324,7 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
 
 
 async def _count_users(config: Config) -> int:
-    store = await Store.open(config.data_dir)
+    store = await Store.open(config.store_location)
     try:
         return await store.count_users()
     finally:
@@ -335,6 +340,14 @@ def _listens_beyond_loopback(host: str) -> bool:
         return True
 
 
+async def freeze_startup_objects(app: web.Application) -> None:
+    """Move everything made while starting (modules, templates, the store) out of the
+    garbage collector's sight: a full collection then walks only what came later, not
+    the ~50,000 objects of the imports, and no longer stalls signaling for ~50 ms."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(config: Config) -> None:
     """Run the server until interrupted."""
     logging.getLogger("p2pconf").setLevel(min(logging.INFO, logging.getLogger().level or logging.INFO))
@@ -343,13 +356,16 @@ def serve(config: Config) -> None:
         print(f"warning: listening on {config.host} without --public-url: browsers are let in only by an IP "
               f"address or {config.host} (protection from DNS rebinding); set --public-url to the https "
               f"origin users open", file=sys.stderr)
+    where = f"--database {URL(config.database).with_password(None)}" if config.database else f"--data {config.data_dir}"
     if asyncio.run(_count_users(config)) == 0:
         print(f"No users yet. Add the first one with:\n"
-              f"  p2pconf users add LOGIN --name 'Display Name' --password-stdin --data {config.data_dir}")
+              f"  p2pconf users add LOGIN --name 'Display Name' --password-stdin {where}")
     scheme = "https" if config.tls_cert else "http"
-    print(f"p2pconf {__version__} on {scheme}://{config.host}:{config.port}/ (data in {config.data_dir})")
+    print(f"p2pconf {__version__} on {scheme}://{config.host}:{config.port}/ ({where})")
+    app = create_app(config)
+    app.on_startup.append(freeze_startup_objects)
     web.run_app(
-        create_app(config),
+        app,
         host=config.host,
         port=config.port,
         ssl_context=ssl_context(config),

@@ -6,18 +6,24 @@ and the security log. Each test here failed on the server before issue 9 was fix
 from __future__ import annotations
 
 import asyncio
+import collections
+import gc
 import logging
+import os
 import sys
+import threading
 import time
 
 import aiohttp
 import jwt
 import pytest
+from aiohttp import web
 
-from p2pconf.appkeys import ACCESS, CALLS, HUB, STORE
-from p2pconf.auth import CSRF_COOKIE, LoginThrottle
+from p2pconf.appkeys import ACCESS, CALLS, CONFIG, HUB, STORE
+from p2pconf.auth import CSRF_COOKIE, HASH_THREAD_NICENESS, HashPool, LoginThrottle
+from p2pconf.middleware import FairStart
 from p2pconf.protocol import CLOSE_REVOKED, CLOSE_SIGNED_OUT
-from p2pconf.server import create_app
+from p2pconf.server import create_app, freeze_startup_objects
 
 from .conftest import wait_until
 from .org import PASSWORD, SSO_SECRET, Browser, add_user, next_of, signed_in
@@ -129,6 +135,59 @@ async def test_a_burst_of_sign_ins_neither_stalls_signaling_nor_queues_without_b
             await b.close()
 
 
+async def test_a_burst_of_requests_starts_a_few_per_loop_iteration():
+    """FairStart: 12 requests arriving together start 3 per iteration of the event loop, so a
+    signal relayed meanwhile waits behind 3 handlers, not 12."""
+    fair, iteration, started = FairStart(per_iteration=3), 0, []
+
+    def count_iterations():
+        nonlocal iteration
+        iteration += 1
+        if iteration < 100:  # bounded
+            asyncio.get_running_loop().call_soon(count_iterations)
+
+    async def request():
+        await fair.wait_turn()
+        started.append(iteration)
+
+    asyncio.get_running_loop().call_soon(count_iterations)
+    await asyncio.wait_for(asyncio.gather(*(request() for _ in range(12))), 5)
+    per_iteration = collections.Counter(started)
+    assert sum(per_iteration.values()) == 12
+    assert max(per_iteration.values()) <= 3, per_iteration
+    assert len(per_iteration) >= 4
+
+
+async def test_a_cancelled_request_gives_its_turn_away():
+    fair = FairStart(per_iteration=1)
+    await fair.wait_turn()  # this iteration's one start
+    gone = asyncio.ensure_future(fair.wait_turn())
+    waiting = asyncio.ensure_future(fair.wait_turn())
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.wait_for(waiting, 5)  # the next turn went to the request still waiting
+
+
+async def test_password_checks_run_at_a_lower_cpu_priority_than_the_event_loop():
+    pool = HashPool(workers=1, max_waiting=0)
+    try:
+        loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        hash_nice = await pool.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    finally:
+        pool.close()
+    assert hash_nice == min(19, loop_nice + HASH_THREAD_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice  # the loop's is unchanged
+
+
+async def test_serve_moves_its_startup_objects_out_of_the_collectors_sight():
+    assert gc.get_freeze_count() == 0
+    try:
+        await freeze_startup_objects(web.Application())
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+
+
 async def test_overloaded_sign_in_says_when_to_retry(aiohttp_server, unthrottled):
     unthrottled.hash_workers, unthrottled.hash_waiting = 1, 0
     server = await aiohttp_server(create_app(unthrottled))
@@ -199,7 +258,7 @@ async def test_a_failed_write_leaves_no_transaction_open(org):
     store = org.app[STORE]
     with pytest.raises(Exception):
         await store.add_users([("fine", "Fine", None, None), ("anna", "Duplicate", None, None)])
-    assert not store.db.in_transaction
+    assert not store.in_transaction
     assert await store.user_by_login("fine") is None  # all or nothing
     await store.add_user("after", "After")  # the next write goes through
     assert (await store.user_by_login("after")).name == "After"
@@ -211,7 +270,7 @@ async def test_a_failed_write_leaves_no_transaction_open(org):
 async def test_disabling_a_user_closes_her_sockets_and_she_cannot_rejoin(org):
     room, sockets = await in_call(org, "anna", "bert")
     bert_id = (await next_of(sockets["anna"], "peer-joined"))["peer"]["id"]
-    code, out = await cli("users", "disable", "bert", data=org.app[STORE].path.parent)
+    code, out = await cli("users", "disable", "bert", data=org.app[CONFIG].data_dir)
     assert code == 0, out
     await closed_with(sockets["bert"], CLOSE_SIGNED_OUT)
     assert (await peer_left(sockets["anna"]))["id"] == bert_id
@@ -234,7 +293,7 @@ async def test_revoking_a_link_from_the_cli_closes_its_guests_within_5_s(org):
     await next_of(host, "joined")
     await guest_ws.send_json({"type": "join", "room": room})
     guest_id = (await next_of(guest_ws, "joined"))["id"]
-    code, out = await cli("rooms", "revoke", link, data=org.app[STORE].path.parent)
+    code, out = await cli("rooms", "revoke", link, data=org.app[CONFIG].data_dir)
     assert code == 0, out
     await closed_with(guest_ws, CLOSE_REVOKED)
     assert (await peer_left(host))["id"] == guest_id
@@ -378,7 +437,7 @@ async def test_expired_sessions_are_purged_by_the_housekeeping(aiohttp_server, o
     await store.create_session(ttl_s=0.1, guest_name="x")
 
     async def count() -> int:
-        return (await (await store.db.execute("SELECT COUNT(*) FROM sessions")).fetchone())[0]
+        return (await store.fetchone("SELECT COUNT(*) FROM sessions"))[0]
 
     deadline = time.monotonic() + 5
     while await count() and time.monotonic() < deadline:
@@ -406,7 +465,7 @@ async def test_refusals_are_logged_one_line_each_and_never_a_secret(org, caplog)
 async def test_closing_a_revoked_guest_is_logged(org, caplog):
     caplog.set_level(logging.INFO, logger="p2pconf.audit")
     room, sockets = await in_call(org, "anna", "bert")
-    await cli("users", "disable", "bert", data=org.app[STORE].path.parent)
+    await cli("users", "disable", "bert", data=org.app[CONFIG].data_dir)
     await closed_with(sockets["bert"], CLOSE_SIGNED_OUT)
     lines = [r.getMessage() for r in caplog.records if r.name == "p2pconf.audit"]
     assert any(line.startswith(f"event=socket-closed why=user-disabled code={CLOSE_SIGNED_OUT}") and "login=bert"

@@ -129,7 +129,7 @@ async def test_expired_revoked_and_malformed_links_say_which(org):
     _, status, text = await enter_expect_problem(org, f"{owner.base}/j/{'A' * 32}")
     assert status == 404 and 'data-code="invite-unknown"' in text
     # and nothing else changed: no guest sessions, the room still there
-    (n,) = await (await store.db.execute("SELECT COUNT(*) FROM sessions WHERE guest_room_id IS NOT NULL")).fetchone()
+    (n,) = await store.fetchone("SELECT COUNT(*) FROM sessions WHERE guest_room_id IS NOT NULL")
     assert n == 0 and await store.room(room.id) is not None
 
 

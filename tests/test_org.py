@@ -23,8 +23,8 @@ async def test_sign_in_sets_an_httponly_lax_cookie_and_sign_out_ends_it(org):
     assert cookie["httponly"] and cookie["samesite"] == "Lax" and not cookie["secure"]
     status, me = await b.json("GET", "/api/me")
     assert status == 200 and me["login"] == "anna" and me["name"] == "Anna Berg"
-    stored = await org.app[STORE].db.execute("SELECT id_hash FROM sessions")
-    assert cookie.value not in [row[0] for row in await stored.fetchall()]  # only a hash is stored
+    stored = await org.app[STORE].fetchall("SELECT id_hash FROM sessions")
+    assert cookie.value not in [row[0] for row in stored]  # only a hash is stored
     status, _ = await b.json("DELETE", "/api/session")
     assert status == 200
     assert (await b.json("GET", "/api/me"))[0] == 401
@@ -34,7 +34,7 @@ async def test_wrong_password_is_refused_and_passwords_are_argon2(org):
     b = org.browser()
     assert (await b.sign_in("anna", "wrong password")).status == 401
     assert (await b.sign_in("nobody", "whatever12")).status == 401
-    row = await (await org.app[STORE].db.execute("SELECT password_hash FROM users WHERE login='anna'")).fetchone()
+    row = await org.app[STORE].fetchone("SELECT password_hash FROM users WHERE login='anna'")
     assert row[0].startswith("$argon2id$")
 
 

@@ -1,109 +1,39 @@
-"""The data layer: users, rooms, invites and sessions in one SQLite file (WAL mode).
+"""The data layer: users, rooms, invites, sessions and the directory, behind one `Store`.
 
-Everything else talks to `Store` only, so a networked database can replace
-SQLite behind the same methods. The schema is versioned with SQLite's
-`user_version`; `MIGRATIONS[n]` upgrades version n to n+1 and runs once, on open.
-The CLI opens the same file while the server runs; WAL lets both work at once.
+Everything else talks to `Store` only. Its SQL is written once, in the dialect
+SQLite and PostgreSQL share, with `?` placeholders; `sqlite.py` (the embedded
+default, one file in the data directory) and `postgres.py` (`--database
+postgresql://...`) run it. The schema is versioned (`schema.py`), migrated on open.
 
-Every change is one transaction that commits or rolls back (`_transaction`,
-BEGIN IMMEDIATE with a busy timeout): a failed write never leaves a transaction
-open that would pin an old snapshot or hold the write lock. Changes that take
+Every change is one transaction that commits or rolls back. Changes that take
 rights away (a disabled user, a revoked link, an ended session) also append a
-row to `events`, in the same transaction; every server process on the file
+row to `events`, in the same transaction; every server process on the database
 follows that feed and closes the sockets concerned (`access.py`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
+import os
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
-DB_FILE = "p2pconf.sqlite3"
-
-MIGRATIONS = [
-    """
-    CREATE TABLE users (
-        id INTEGER PRIMARY KEY,
-        login TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        name TEXT NOT NULL,
-        email TEXT,
-        password_hash TEXT,
-        active INTEGER NOT NULL DEFAULT 1,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE rooms (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('call', 'guest')),
-        mode TEXT NOT NULL DEFAULT 'audio+video',
-        created_by INTEGER REFERENCES users(id),
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE room_members (
-        room_id TEXT NOT NULL REFERENCES rooms(id),
-        user_id INTEGER NOT NULL REFERENCES users(id),
-        PRIMARY KEY (room_id, user_id)
-    );
-    CREATE TABLE invites (
-        id INTEGER PRIMARY KEY,
-        token_hash TEXT NOT NULL UNIQUE,
-        room_id TEXT NOT NULL REFERENCES rooms(id),
-        created_by INTEGER REFERENCES users(id),
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        revoked_at REAL
-    );
-    CREATE TABLE sessions (
-        id_hash TEXT PRIMARY KEY,
-        user_id INTEGER REFERENCES users(id),
-        guest_room_id TEXT REFERENCES rooms(id),
-        guest_name TEXT,
-        csrf TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL
-    );
-    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-    """
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        at REAL NOT NULL
-    );
-    CREATE TABLE sso_tokens (token_hash TEXT PRIMARY KEY, expires_at REAL NOT NULL);
-    CREATE INDEX sessions_expiry ON sessions(expires_at);
-    """,
-]
+from . import schema, search
+from .errors import Conflict, StoreError
 
 # Kinds of `events` rows: who lost which right (the subject).
 USER_DISABLED = "user-disabled"  # subject: the login
 INVITE_REVOKED = "invite-revoked"  # subject: the guest room's id
 SESSION_ENDED = "session-ended"  # subject: the session's id hash
 EVENTS_KEPT_S = 3600.0  # purged after this; followers poll every second or so
-BUSY_TIMEOUT_MS = 5000
 
 
 def token_hash(token: str) -> str:
     """Tokens are stored hashed: a copy of the database lets nobody in."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-class StoreError(Exception):
-    """A refused change; `code` is the API's error code."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -160,73 +90,75 @@ class Event:
     subject: str
 
 
-class Store:
-    """Async access to the data directory's SQLite file."""
+MAX_FAVORITES = 100
+RECENT_CONTACTS = 10
 
-    def __init__(self, db: aiosqlite.Connection, path: Path):
-        self.db, self.path = db, path
-        self._writing = asyncio.Lock()  # one transaction at a time on this connection
+
+def is_database_url(location: str | os.PathLike | None) -> bool:
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+_USER_COLUMNS = "id, login, name, email, active, password_hash IS NOT NULL AS has_password"
+
+
+class Store:
+    """Async access to the organisation's data, on SQLite or PostgreSQL."""
+
+    def __init__(self, db):
+        self.db = db
 
     @classmethod
-    async def open(cls, data_dir: Path) -> "Store":
-        """Open (creating if needed) the store in `data_dir` and migrate it."""
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path = data_dir / DB_FILE
-        # isolation_level=None: no implicit transactions; _transaction() begins and ends each one.
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        store = cls(db, path)
-        await store._migrate()
+    async def open(cls, location: str | Path) -> "Store":
+        """Open and migrate the store: a postgresql:// URL, or a data directory (SQLite)."""
+        if is_database_url(location):
+            from .postgres import PostgresDatabase  # asyncpg only where it is used
+            db = await PostgresDatabase.open(str(location))
+        else:
+            from .sqlite import SqliteDatabase
+            db = await SqliteDatabase.open(Path(location))
+        store = cls(db)
+        try:
+            await db.migrate(schema.POSTGRES if db.dialect == "postgresql" else schema.SQLITE)
+        except BaseException:
+            await db.close()
+            raise
         return store
 
     async def close(self) -> None:
         await self.db.close()
 
-    async def _migrate(self) -> None:
-        async with self._transaction() as db:  # two processes opening a new file migrate it once
-            (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
-            for number in range(version, len(MIGRATIONS)):
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number + 1}")
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self):
-        """One write transaction: BEGIN IMMEDIATE (waits up to the busy timeout for the
-        write lock), then COMMIT, or ROLLBACK on any error. Raises StoreError("busy")
-        when the lock could not be had."""
-        async with self._writing:
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreError("busy", f"the database is busy ({exc}); try again") from None
-            try:
-                yield self.db
-                await self.db.execute("COMMIT")
-            except BaseException:
-                if self.db.in_transaction:
-                    await self.db.execute("ROLLBACK")
-                raise
+    @property
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
 
-    async def _event(self, db, kind: str, subject: str) -> None:
-        await db.execute("INSERT INTO events(kind, subject, at) VALUES (?, ?, ?)", (kind, subject, time.time()))
+    async def fetchone(self, sql: str, *args: Any):
+        """One row of a read-only query in the shared dialect (tests and tools)."""
+        return await self.db.fetchone(sql, args)
+
+    async def fetchall(self, sql: str, *args: Any) -> list:
+        return await self.db.fetchall(sql, args)
+
+    async def _event(self, tx, kind: str, subject: str) -> None:
+        if self.db.serialize_events:
+            await tx.execute(self.db.serialize_events)
+        await tx.execute("INSERT INTO events(kind, subject, at) VALUES (?, ?, ?)", (kind, subject, time.time()))
 
     async def schema_version(self) -> int:
-        (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()
-        return version
+        return await self.db.schema_version()
 
     # -- settings -------------------------------------------------------------------------
 
     async def set_setting(self, key: str, value: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, value))
+        async with self.db.transaction() as tx:
+            await tx.execute("INSERT INTO settings(key, value) VALUES (?, ?) "
+                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     async def setting(self, key: str) -> str | None:
-        row = await (await self.db.execute("SELECT value FROM settings WHERE key = ?", (key,))).fetchone()
+        row = await self.db.fetchone("SELECT value FROM settings WHERE key = ?", (key,))
         return row["value"] if row else None
 
     # -- users ----------------------------------------------------------------------------
@@ -236,7 +168,7 @@ class Store:
         if row is None:
             return None
         return User(row["id"], row["login"], row["name"], row["email"], bool(row["active"]),
-                    row["password_hash"] is not None)
+                    bool(row["has_password"]))
 
     async def add_user(self, login: str, name: str, email: str | None = None,
                        password_hash: str | None = None) -> User:
@@ -245,85 +177,168 @@ class Store:
         return await self.user_by_login(login)
 
     async def add_users(self, rows: list[tuple[str, str, str | None, str | None]]) -> None:
-        """Add users (login, name, email, password hash), all or nothing."""
+        """Add users (login, name, email, password hash), all or nothing, with their search words."""
         now = time.time()
         try:
-            async with self._transaction() as db:
-                await db.executemany(
-                    "INSERT INTO users(login, name, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                    [(*row, now) for row in rows])
-        except sqlite3.IntegrityError:
+            async with self.db.transaction() as tx:
+                await tx.executemany(
+                    "INSERT INTO users(login, name, email, password_hash, created_at, sort_key) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(login, name, email, pw, now, search.sort_key(name)) for login, name, email, pw in rows])
+                await self._index_logins(tx, [row[0] for row in rows])
+        except Conflict:
             raise StoreError("user-exists", f"a user {rows[0][0]!r} exists already" if len(rows) == 1
                              else "a user with one of these logins exists already") from None
 
+    async def _index_logins(self, tx, logins: list[str], chunk: int = 500) -> None:
+        for at in range(0, len(logins), chunk):
+            part = [login.lower() for login in logins[at:at + chunk]]
+            found = await tx.fetchall("SELECT id, login, name, email FROM users WHERE lower(login) IN ("
+                                      + ", ".join("?" * len(part)) + ")", part)
+            await schema.index_users(tx, [(r["id"], r["login"], r["name"], r["email"]) for r in found])
+
+    async def existing_logins(self, logins: list[str], chunk: int = 500) -> set[str]:
+        """Which of these logins are taken (lower-cased)."""
+        taken: set[str] = set()
+        for at in range(0, len(logins), chunk):
+            part = [login.lower() for login in logins[at:at + chunk]]
+            rows = await self.db.fetchall("SELECT lower(login) AS l FROM users WHERE lower(login) IN ("
+                                          + ", ".join("?" * len(part)) + ")", part)
+            taken.update(r["l"] for r in rows)
+        return taken
+
     async def update_user(self, user_id: int, *, name: str | None = None, email: str | None = None) -> None:
-        async with self._transaction() as db:
-            await db.execute("UPDATE users SET name = COALESCE(?, name), email = COALESCE(?, email) WHERE id = ?",
+        async with self.db.transaction() as tx:
+            await tx.execute("UPDATE users SET name = COALESCE(?, name), email = COALESCE(?, email) WHERE id = ?",
                              (name, email, user_id))
+            row = await tx.fetchone("SELECT id, login, name, email FROM users WHERE id = ?", (user_id,))
+            if row:
+                await schema.index_users(tx, [(row["id"], row["login"], row["name"], row["email"])])
 
     async def user_by_login(self, login: str) -> User | None:
-        cur = await self.db.execute("SELECT * FROM users WHERE login = ?", (login,))
-        return self._user(await cur.fetchone())
+        return self._user(await self.db.fetchone(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE lower(login) = lower(?)", (login,)))
 
     async def user_by_id(self, user_id: int) -> User | None:
-        cur = await self.db.execute("SELECT * FROM users WHERE id = ?", (user_id,))
-        return self._user(await cur.fetchone())
+        return self._user(await self.db.fetchone(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,)))
 
     async def password_hash(self, login: str) -> tuple[User, str] | None:
-        cur = await self.db.execute("SELECT * FROM users WHERE login = ? AND password_hash IS NOT NULL", (login,))
-        row = await cur.fetchone()
+        row = await self.db.fetchone(f"SELECT {_USER_COLUMNS}, password_hash FROM users "
+                                     "WHERE lower(login) = lower(?) AND password_hash IS NOT NULL", (login,))
         return (self._user(row), row["password_hash"]) if row else None
 
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+        async with self.db.transaction() as tx:
+            await tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
 
     async def users(self, *, active_only: bool = False) -> list[User]:
-        sql = "SELECT * FROM users" + (" WHERE active = 1" if active_only else "") + " ORDER BY name COLLATE NOCASE"
-        return [self._user(r) for r in await (await self.db.execute(sql)).fetchall()]
+        """Every user, in directory order (the admin CLI's list; pages use search_users)."""
+        sql = f"SELECT {_USER_COLUMNS} FROM users" + (" WHERE active = 1" if active_only else "")
+        return [self._user(r) for r in await self.db.fetchall(sql + " ORDER BY sort_key, id")]
 
     async def count_users(self) -> int:
-        (n,) = await (await self.db.execute("SELECT COUNT(*) FROM users")).fetchone()
-        return n
+        return (await self.db.fetchone("SELECT COUNT(*) AS n FROM users"))["n"]
 
     async def disable_user(self, login: str) -> User:
         """Disable a user and end their sessions; open sockets follow through the event feed."""
-        async with self._transaction() as db:
-            row = await (await db.execute("SELECT id, login FROM users WHERE login = ?", (login,))).fetchone()
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone("SELECT id, login FROM users WHERE lower(login) = lower(?)", (login,))
             if row is None:
                 raise StoreError("no-such-user", f"no user {login!r}")
-            await db.execute("UPDATE users SET active = 0 WHERE id = ?", (row["id"],))
-            await db.execute("DELETE FROM sessions WHERE user_id = ?", (row["id"],))
-            await self._event(db, USER_DISABLED, row["login"])
+            await tx.execute("UPDATE users SET active = 0 WHERE id = ?", (row["id"],))
+            await tx.execute("DELETE FROM sessions WHERE user_id = ?", (row["id"],))
+            await self._event(tx, USER_DISABLED, row["login"])
         return await self.user_by_login(login)
+
+    # -- the directory ----------------------------------------------------------------------
+
+    async def search_users(self, query: str = "", *, after: str | None = None,
+                           limit: int = search.PAGE_SIZE) -> tuple[list[User], str | None]:
+        """Active users whose words start with every term of `query` (all users for an empty
+        query), in directory order: at most `limit`, and the cursor of the next page (or None).
+        `after` is a cursor from an earlier answer; BadCursor when it is none of ours."""
+        limit = max(1, min(limit, search.PAGE_SIZE))
+        where, args = ["active = 1"], []
+        for term in search.query_terms(query):
+            where.append("id IN (SELECT user_id FROM user_words WHERE word >= ? AND word < ?)")
+            args.extend(search.prefix_range(term))
+        if after is not None:
+            key, last_id = search.decode_cursor(after)
+            where.append("(sort_key > ? OR (sort_key = ? AND id > ?))")
+            args.extend((key, key, last_id))
+        rows = await self.db.fetchall(f"SELECT {_USER_COLUMNS}, sort_key FROM users WHERE " + " AND ".join(where)
+                                      + " ORDER BY sort_key, id LIMIT ?", (*args, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [self._user(r) for r in rows], (search.encode_cursor(rows[-1]["sort_key"], rows[-1]["id"])
+                                              if more else None)
+
+    async def set_favorite(self, user_id: int, favorite_id: int, favorite: bool) -> None:
+        """Mark or unmark a favourite; StoreError("too-many-favorites") beyond MAX_FAVORITES."""
+        async with self.db.transaction() as tx:
+            if not favorite:
+                await tx.execute("DELETE FROM favorites WHERE user_id = ? AND favorite_id = ?", (user_id, favorite_id))
+                return
+            count = (await tx.fetchone("SELECT COUNT(*) AS n FROM favorites WHERE user_id = ?", (user_id,)))["n"]
+            if count >= MAX_FAVORITES:
+                raise StoreError("too-many-favorites", f"at most {MAX_FAVORITES} favourites")
+            await tx.execute("INSERT INTO favorites(user_id, favorite_id, added_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT DO NOTHING", (user_id, favorite_id, time.time()))
+
+    async def favorites(self, user_id: int) -> list[User]:
+        """This user's favourites who are active, in directory order."""
+        rows = await self.db.fetchall(
+            f"SELECT {', '.join('u.' + c for c in _USER_COLUMNS.split(', '))} FROM favorites f "
+            "JOIN users u ON u.id = f.favorite_id WHERE f.user_id = ? AND u.active = 1 ORDER BY u.sort_key, u.id",
+            (user_id,))
+        return [self._user(r) for r in rows]
+
+    async def record_call(self, caller_id: int, callee_ids: list[int]) -> None:
+        """The caller and each callee have called each other now (recent contacts, both ways)."""
+        now = time.time()
+        pairs = [(a, b, now) for callee in callee_ids if callee != caller_id
+                 for a, b in ((caller_id, callee), (callee, caller_id))]
+        async with self.db.transaction() as tx:
+            await tx.executemany("INSERT INTO contacts(user_id, contact_id, last_call_at) VALUES (?, ?, ?) "
+                                 "ON CONFLICT (user_id, contact_id) DO UPDATE SET last_call_at = excluded.last_call_at",
+                                 pairs)
+
+    async def recent_contacts(self, user_id: int, limit: int = RECENT_CONTACTS) -> list[User]:
+        """Whom this user called or was called by most recently, newest first (active users)."""
+        rows = await self.db.fetchall(
+            f"SELECT {', '.join('u.' + c for c in _USER_COLUMNS.split(', '))} FROM contacts c "
+            "JOIN users u ON u.id = c.contact_id WHERE c.user_id = ? AND u.active = 1 "
+            "ORDER BY c.last_call_at DESC, u.id LIMIT ?", (user_id, limit))
+        return [self._user(r) for r in rows]
 
     # -- rooms ----------------------------------------------------------------------------
 
     async def create_room(self, name: str, kind: str, *, mode: str = "audio+video",
                           created_by: int | None = None, members: list[int] = ()) -> Room:
         room = Room(secrets.token_urlsafe(12), name, kind, mode, created_by)
-        async with self._transaction() as db:
-            await db.execute("INSERT INTO rooms(id, name, kind, mode, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        async with self.db.transaction() as tx:
+            await tx.execute("INSERT INTO rooms(id, name, kind, mode, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                              (room.id, name, kind, mode, created_by, time.time()))
-            await self._add_members(db, room.id, [*([created_by] if created_by else []), *members])
+            await self._add_members(tx, room.id, [*([created_by] if created_by else []), *members])
         return room
 
     @staticmethod
-    async def _add_members(db, room_id: str, user_ids) -> None:
-        await db.executemany("INSERT OR IGNORE INTO room_members(room_id, user_id) VALUES (?, ?)",
-                             [(room_id, uid) for uid in user_ids])
+    async def _add_members(tx, room_id: str, user_ids) -> None:
+        await tx.executemany("INSERT INTO room_members(room_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                             [(room_id, uid) for uid in dict.fromkeys(user_ids)])
 
     async def add_members(self, room_id: str, user_ids: list[int]) -> None:
-        async with self._transaction() as db:
-            await self._add_members(db, room_id, user_ids)
+        async with self.db.transaction() as tx:
+            await self._add_members(tx, room_id, user_ids)
 
     async def room(self, room_id: str) -> Room | None:
-        row = await (await self.db.execute("SELECT * FROM rooms WHERE id = ?", (room_id,))).fetchone()
+        row = await self.db.fetchone("SELECT * FROM rooms WHERE id = ?", (room_id,))
         return Room(row["id"], row["name"], row["kind"], row["mode"], row["created_by"]) if row else None
 
     async def is_member(self, room_id: str, user_id: int) -> bool:
-        cur = await self.db.execute("SELECT 1 FROM room_members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
-        return await cur.fetchone() is not None
+        row = await self.db.fetchone("SELECT 1 AS yes FROM room_members WHERE room_id = ? AND user_id = ?",
+                                     (room_id, user_id))
+        return row is not None
 
     # -- invites --------------------------------------------------------------------------
 
@@ -331,18 +346,18 @@ class Store:
         """A new guest link token (192 random bits) for `room`; only its hash is stored."""
         token = secrets.token_urlsafe(24)
         now = time.time()
-        async with self._transaction() as db:
-            cur = await db.execute(
-                "INSERT INTO invites(token_hash, room_id, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-                (token_hash(token), room.id, created_by, now, now + ttl_s))
-        return token, Invite(cur.lastrowid, room, created_by, now + ttl_s, None)
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "INSERT INTO invites(token_hash, room_id, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+                "RETURNING id", (token_hash(token), room.id, created_by, now, now + ttl_s))
+        return token, Invite(row["id"], room, created_by, now + ttl_s, None)
 
     async def _invites(self, where: str, args: tuple) -> list[Invite]:
-        cur = await self.db.execute(
+        rows = await self.db.fetchall(
             "SELECT i.id, i.created_by, i.expires_at, i.revoked_at, r.id AS rid, r.name, r.kind, r.mode, "
             "r.created_by AS rby FROM invites i JOIN rooms r ON r.id = i.room_id " + where + " ORDER BY i.id", args)
         return [Invite(r["id"], Room(r["rid"], r["name"], r["kind"], r["mode"], r["rby"]), r["created_by"],
-                       r["expires_at"], r["revoked_at"]) for r in await cur.fetchall()]
+                       r["expires_at"], r["revoked_at"]) for r in rows]
 
     async def invite_by_token(self, token: str) -> Invite | None:
         found = await self._invites("WHERE i.token_hash = ?", (token_hash(token),))
@@ -359,14 +374,14 @@ class Store:
 
     async def revoke_invite(self, invite_id: int) -> None:
         """Revoke a link; its room's guests lose their sessions and (event feed) their sockets."""
-        async with self._transaction() as db:
-            row = await (await db.execute("SELECT room_id FROM invites WHERE id = ?", (invite_id,))).fetchone()
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone("SELECT room_id FROM invites WHERE id = ?", (invite_id,))
             if row is None:
                 return
-            await db.execute("UPDATE invites SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            await tx.execute("UPDATE invites SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                              (time.time(), invite_id))
-            await db.execute("DELETE FROM sessions WHERE guest_room_id = ?", (row["room_id"],))
-            await self._event(db, INVITE_REVOKED, row["room_id"])
+            await tx.execute("DELETE FROM sessions WHERE guest_room_id = ?", (row["room_id"],))
+            await self._event(tx, INVITE_REVOKED, row["room_id"])
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -374,8 +389,8 @@ class Store:
                              guest_name: str | None = None) -> tuple[str, str]:
         """A new session; returns (cookie token, CSRF token). Only the token's hash is stored."""
         token, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(24), time.time()
-        async with self._transaction() as db:
-            await db.execute(
+        async with self.db.transaction() as tx:
+            await tx.execute(
                 "INSERT INTO sessions(id_hash, user_id, guest_room_id, guest_name, csrf, created_at, expires_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (token_hash(token), user.id if user else None, guest_room.id if guest_room else None, guest_name,
@@ -383,8 +398,8 @@ class Store:
         return token, csrf
 
     async def session(self, token: str) -> SessionRecord | None:
-        row = await (await self.db.execute("SELECT * FROM sessions WHERE id_hash = ? AND expires_at > ?",
-                                           (token_hash(token), time.time()))).fetchone()
+        row = await self.db.fetchone("SELECT * FROM sessions WHERE id_hash = ? AND expires_at > ?",
+                                     (token_hash(token), time.time()))
         if row is None:
             return None
         user = await self.user_by_id(row["user_id"]) if row["user_id"] else None
@@ -395,44 +410,39 @@ class Store:
 
     async def delete_session(self, token: str) -> None:
         """Sign out: the session ends here and (event feed) on its open sockets."""
-        async with self._transaction() as db:
-            cur = await db.execute("DELETE FROM sessions WHERE id_hash = ?", (token_hash(token),))
-            if cur.rowcount:
-                await self._event(db, SESSION_ENDED, token_hash(token))
+        async with self.db.transaction() as tx:
+            if await tx.execute("DELETE FROM sessions WHERE id_hash = ?", (token_hash(token),)):
+                await self._event(tx, SESSION_ENDED, token_hash(token))
 
     # -- single sign-on tokens ------------------------------------------------------------------
 
     async def use_sso_token(self, token: str, expires_at: float) -> bool:
         """Record an SSO token as used until it expires; False when it was used before (a replay)."""
         try:
-            async with self._transaction() as db:
-                await db.execute("INSERT INTO sso_tokens(token_hash, expires_at) VALUES (?, ?)",
+            async with self.db.transaction() as tx:
+                await tx.execute("INSERT INTO sso_tokens(token_hash, expires_at) VALUES (?, ?)",
                                  (token_hash(token), expires_at))
-        except sqlite3.IntegrityError:
+        except Conflict:
             return False
         return True
 
     # -- the event feed and housekeeping ----------------------------------------------------------
 
     async def last_event_id(self) -> int:
-        (last,) = await (await self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events")).fetchone()
-        return last
+        return (await self.db.fetchone("SELECT COALESCE(MAX(id), 0) AS last FROM events"))["last"]
 
     async def events_after(self, event_id: int, limit: int = 1000) -> list[Event]:
         """Events newer than `event_id`, oldest first."""
-        cur = await self.db.execute("SELECT id, kind, subject FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                                    (event_id, limit))
-        return [Event(r["id"], r["kind"], r["subject"]) for r in await cur.fetchall()]
+        rows = await self.db.fetchall("SELECT id, kind, subject FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                                      (event_id, limit))
+        return [Event(r["id"], r["kind"], r["subject"]) for r in rows]
 
     async def purge_expired(self) -> dict[str, int]:
         """Delete expired sessions, spent SSO tokens and old events; returns how many of each."""
         now = time.time()
-        async with self._transaction() as db:
-            counts = {}
-            for table, sql, args in (
-                ("sessions", "DELETE FROM sessions WHERE expires_at <= ?", (now,)),
-                ("sso_tokens", "DELETE FROM sso_tokens WHERE expires_at <= ?", (now,)),
-                ("events", "DELETE FROM events WHERE at <= ?", (now - EVENTS_KEPT_S,)),
-            ):
-                counts[table] = (await db.execute(sql, args)).rowcount
-        return counts
+        async with self.db.transaction() as tx:
+            return {
+                "sessions": await tx.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,)),
+                "sso_tokens": await tx.execute("DELETE FROM sso_tokens WHERE expires_at <= ?", (now,)),
+                "events": await tx.execute("DELETE FROM events WHERE at <= ?", (now - EVENTS_KEPT_S,)),
+            }
