@@ -30,7 +30,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
-LOGIN_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")  # logins are case-insensitive: ANNA is anna
+LOGIN_RE = protocol.LOGIN_RE  # logins are case-insensitive: ANNA is anna
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
 
 

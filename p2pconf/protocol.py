@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from typing import Any
 
@@ -18,6 +19,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 MAX_NAME_CHARS = 40
 MAX_ROOM_CHARS = 64
 MAX_CANDIDATE_CHARS = 1024
+MAX_SUBSCRIPTIONS = 200  # logins one connection may follow (docs/protocol.md, "Presence")
+LOGIN_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")  # logins are case-insensitive: ANNA is anna
 
 # WebSocket close codes (docs/protocol.md, "Closing").
 CLOSE_GOING_AWAY = 1001  # server shutdown
@@ -45,12 +48,13 @@ ERRORS = {
     "forged-sender": "The sender field does not match this connection.",
     "rate-limited": "Too many messages.",
     "too-large": "The message is too large.",
+    "too-many-subscriptions": f"Follow at most {MAX_SUBSCRIPTIONS} logins.",
 }
 
 MODES = ("audio+video", "audio-only")
 SIGNAL_TYPES = ("offer", "answer", "candidate", "renegotiate")
 QUALITY_TYPES = ("stats", "link-matrix", "focus")  # link quality (docs/protocol.md, "Link quality")
-CLIENT_TYPES = ("hello", "join", "media", "leave", "ping", *SIGNAL_TYPES, *QUALITY_TYPES)
+CLIENT_TYPES = ("hello", "join", "media", "leave", "ping", "subscribe", *SIGNAL_TYPES, *QUALITY_TYPES)
 
 # The numbers of one `stats` entry and their largest sane values; `path` is one of PATHS.
 STATS_LIMITS = {"kbpsIn": 1_000_000, "kbpsOut": 1_000_000, "lossPct": 100, "rttMs": 60_000}
@@ -176,6 +180,24 @@ def clean_media(value: Any, previous: dict[str, Any] | None = None) -> dict[str,
     if state["mode"] == "audio-only":
         state["cam"] = False
     return state
+
+
+def clean_logins(value: Any) -> list[str]:
+    """The logins of a `subscribe`, lower-cased, duplicates folded, in the order given.
+
+    bad-message for anything but a list of logins (LOGIN_RE), too-many-subscriptions
+    beyond MAX_SUBSCRIPTIONS different ones.
+    """
+    if not isinstance(value, list):
+        raise ProtocolError("bad-message", "logins must be a list of logins")
+    logins: dict[str, None] = {}
+    for login in value:
+        if not isinstance(login, str) or not LOGIN_RE.fullmatch(login):
+            raise ProtocolError("bad-message", "each login must be 1 to 64 letters, digits or . _ @ -")
+        logins[login.lower()] = None
+    if len(logins) > MAX_SUBSCRIPTIONS:
+        raise ProtocolError("too-many-subscriptions", f"{len(logins)} logins; follow at most {MAX_SUBSCRIPTIONS}")
+    return list(logins)
 
 
 def check_signal(msg: dict[str, Any]) -> dict[str, Any]:

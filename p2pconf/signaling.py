@@ -45,6 +45,7 @@ class Session:
     focus: str | None = None  # the peer this participant shows in its centre
     stats: dict[str, Message] = field(default_factory=dict)  # its last stats upload, per peer id
     stats_at: float | None = None  # monotonic time of that upload
+    subscriptions: set[str] = field(default_factory=set)  # lower-cased logins whose presence it follows
 
     def describe(self) -> Message:
         """The public view of this participant that other members receive."""
@@ -77,6 +78,9 @@ class Hub:
         self.welcome_extra = welcome_extra or {}
         self.sessions: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
+        # Indexes by lower-cased login, so presence costs a user's own connections and watchers:
+        self.by_login: dict[str, set[Session]] = {}  # the connections of each signed-in user
+        self.watchers: dict[str, set[Session]] = {}  # the connections subscribed to each login
 
     # -- connections -------------------------------------------------------
 
@@ -87,11 +91,13 @@ class Hub:
             peer_id = secrets.token_hex(4)
         session = Session(id=peer_id, send=send, **who)
         self.sessions[peer_id] = session
+        if session.login:
+            self.by_login.setdefault(session.login.lower(), set()).add(session)
         return session
 
     def sessions_of(self, login: str) -> list[Session]:
         """The greeted connections of one signed-in user (a page per tab or device)."""
-        return [s for s in self.sessions.values() if s.login == login and s.greeted]
+        return [s for s in self.by_login.get(login.lower(), ()) if s.greeted]
 
     def close_where(self, code: int, predicate: Callable[[Session], bool]) -> list[Session]:
         """Close every connection `predicate` picks with `code` (a right was taken away)."""
@@ -111,9 +117,54 @@ class Hub:
         return "online" if sessions else "offline"
 
     def disconnect(self, session: Session, reason: str = "left") -> None:
-        """Forget a connection; its room hears `peer-left` with `reason`."""
+        """Forget a connection; its room hears `peer-left` with `reason`, its user's watchers
+        a change of presence."""
+        before = self._presence_of(session)
         self._leave(session, reason)
         self.sessions.pop(session.id, None)
+        self._follow(session, [])
+        if session.login and (mine := self.by_login.get(session.login.lower())) is not None:
+            mine.discard(session)
+            if not mine:
+                del self.by_login[session.login.lower()]
+        self._announce(session, before)
+
+    # -- presence ----------------------------------------------------------
+
+    def _presence_of(self, session: Session) -> str | None:
+        return self.presence(session.login) if session.login else None
+
+    def _announce(self, session: Session, before: str | None) -> None:
+        """Tell the watchers of `session`'s user its presence, if it is no longer `before`."""
+        if not session.login:
+            return
+        login = session.login.lower()
+        now = self.presence(login)
+        if now != before:
+            update = {"type": "presence", "users": {login: now}}
+            for watcher in list(self.watchers.get(login, ())):
+                watcher.send(update)
+
+    def _follow(self, session: Session, logins: list[str]) -> None:
+        """Make `logins` (lower-cased) the set `session` watches, in both indexes."""
+        wanted = set(logins)
+        for login in session.subscriptions - wanted:
+            watchers = self.watchers.get(login)
+            if watchers is not None:
+                watchers.discard(session)
+                if not watchers:
+                    del self.watchers[login]
+        for login in wanted - session.subscriptions:
+            self.watchers.setdefault(login, set()).add(session)
+        session.subscriptions = wanted
+
+    def _subscribe(self, session: Session, msg: Message) -> None:
+        """Follow the presence of the listed logins (replacing the last list); a snapshot follows."""
+        if session.login is None:
+            raise ProtocolError("forbidden", "only signed-in users may follow presence")
+        logins = protocol.clean_logins(msg.get("logins"))
+        self._follow(session, logins)
+        session.send({"type": "presence", "users": {login: self.presence(login) for login in logins}})
 
     # -- messages ----------------------------------------------------------
 
@@ -143,8 +194,12 @@ class Hub:
         elif kind == "leave":
             if session.room is None:
                 raise ProtocolError("not-joined")
+            before = self._presence_of(session)
             self._leave(session, "left")
             session.send({"type": "left"})
+            self._announce(session, before)
+        elif kind == "subscribe":
+            self._subscribe(session, msg)
         elif kind == "media":
             self._media(session, msg)
         elif kind in protocol.QUALITY_TYPES:
@@ -158,6 +213,7 @@ class Hub:
                 "version-unsupported",
                 f"server speaks version {protocol.PROTOCOL_VERSION}, got {msg.get('version')!r}",
             )
+        before = self._presence_of(session)
         session.greeted = True
         session.send(
             {
@@ -169,6 +225,7 @@ class Hub:
                 **self.welcome_extra,
             }
         )
+        self._announce(session, before)
 
     def _join(self, session: Session, msg: Message) -> None:
         if session.room is not None:
@@ -195,8 +252,10 @@ class Hub:
             }
         )
         room.broadcast({"type": "peer-joined", "peer": session.describe()})
+        before = self._presence_of(session)
         room.members[session.id] = session
         session.room = room
+        self._announce(session, before)
 
     def _leave(self, session: Session, reason: str) -> None:
         room = session.room

@@ -138,6 +138,8 @@ FUZZ_ROOM_NAME = "fuzz"
 PARTNER_NAME = "partner"
 CONTROL_INTERVAL_S = 0.02  # the control pair's pace: 50 offers a second at most
 HEX8 = re.compile(r"[0-9a-f]{8}\Z")
+LOGIN = re.compile(r"[A-Za-z0-9._@-]{1,64}")  # docs/protocol.md, "Presence"
+MAX_SUBSCRIPTIONS = 200
 
 
 # -- defects: one exception class per kind, so Hypothesis reports each kind separately ------
@@ -517,6 +519,14 @@ def _judge_greeted(msg: dict[str, Any], s: ConnState, v: Verdict) -> None:
         v.reply = "left"
     elif kind == "link-matrix":
         v.reply = "link-matrix"
+    elif kind == "subscribe":
+        # "Only a connection of a signed-in user may subscribe": the fuzzer's connections are anonymous.
+        v.fault("forbidden", "subscribe from a connection of no signed-in user")
+        logins = shallow(msg.get("logins", MISSING))
+        if not isinstance(logins, list) or not all(isinstance(x, str) and LOGIN.fullmatch(x) for x in logins):
+            v.fault("bad-message", f"logins {short(logins)} is not a list of logins", mandatory=False)
+        elif len({x.lower() for x in logins}) > MAX_SUBSCRIPTIONS:
+            v.fault("too-many-subscriptions", f"{len(logins)} logins", mandatory=False)
     elif kind == "media":
         _judge_media(msg.get("media", MISSING), v, optional=False)
     elif kind == "stats":
@@ -776,6 +786,8 @@ SHAPES = {
     "answer": lambda m: isinstance(m.get("sdp"), str),
     "candidate": lambda m: _candidate_ok(m.get("candidate", MISSING)),
     "renegotiate": lambda m: True,
+    "presence": lambda m: isinstance(m.get("users"), dict) and all(v in ("online", "in-call", "offline")
+                                                                 for v in m["users"].values()),
 }
 
 

@@ -25,7 +25,8 @@ export const FINAL_CLOSE_CODES = Object.freeze({
 });
 
 /**
- * Error codes in answer to `join` that are just as final: asking again will not help.
+ * Error codes in answer to `join` (`ref: "join"`) that are just as final: asking again will
+ * not help. The same code in answer to another message (`subscribe`) is not final.
  * @type {ReadonlyArray<string>}
  */
 export const FINAL_JOIN_ERRORS = Object.freeze(['forbidden']);
@@ -56,6 +57,8 @@ export class ServerConnection {
     this.id = null;
     this.welcome = null;
     this.joinRequest = null;
+    /** @type {string[]|null} the logins whose presence this connection follows (sent again after a reconnect) */
+    this.subscription = null;
     /** true after close() or a final refusal: no more sockets are opened */
     this.closing = false;
     /** @type {Refusal|null} set once, when the server refused for good */
@@ -67,7 +70,7 @@ export class ServerConnection {
     this.timer = null;
     /** @type {Set<(error: Error) => void>} rejects the pending connect/expect when the socket closes */
     this.waiters = new Set();
-    /** @type {(msg: object) => void} every server message except pong */
+    /** @type {(msg: object) => void} every server message except pong (presence included) */
     this.onmessage = () => {};
     /** @type {(joined: object) => void} after a reconnect re-joined the room under a new id */
     this.onreconnected = () => {};
@@ -117,6 +120,7 @@ export class ServerConnection {
     this.ready = true;
     this.lastMessage = Date.now();
     this.watch();
+    if (this.subscription && this.subscription.length) this.send({type: 'subscribe', logins: this.subscription});
     return this.welcome;
   }
 
@@ -128,7 +132,7 @@ export class ServerConnection {
    */
   async join(room, name, media) {
     this.joinRequest = {type: 'join', room, name, media};
-    const answer = this.expect('joined');
+    const answer = this.expect('joined', 'join');
     this.send(this.joinRequest);
     try {
       return await answer;
@@ -144,6 +148,17 @@ export class ServerConnection {
   /** @param {object} msg */
   send(msg) {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(msg));
+  }
+
+  /**
+   * Follow the presence of these logins (replacing the last list; [] follows nobody). The
+   * server answers with `presence` messages, which reach onmessage; the list is sent again
+   * after every reconnect. Signed-in users only: others get an error (`forbidden`, not final).
+   * @param {string[]} logins
+   */
+  subscribe(logins) {
+    this.subscription = [...logins];
+    if (this.ready) this.send({type: 'subscribe', logins: this.subscription});
   }
 
   /** Announce a change of microphone, camera or mode. @param {object} media */
@@ -162,16 +177,19 @@ export class ServerConnection {
 
   /**
    * Wait for the next message of one type (an error message rejects, and so does the
-   * socket closing first).
-   * @param {string} type @returns {Promise<object>}
+   * socket closing first). With `ref`, an error that answers another message type (say a
+   * `subscribe` sent meanwhile) does not reject: it goes on to onmessage.
+   * @param {string} type @param {string} [ref] the type of the request awaited
+   * @returns {Promise<object>}
    */
-  expect(type) {
+  expect(type, ref) {
     const socket = this.socket;
     return this.until((resolve, reject) => {
       const previous = socket.onmessage;
       socket.onmessage = (e) => {
         const msg = JSON.parse(e.data);
-        if (msg.type === type || msg.type === 'error') {
+        const foreign = msg.type === 'error' && ref !== undefined && msg.ref !== undefined && msg.ref !== ref;
+        if (msg.type === type || (msg.type === 'error' && !foreign)) {
           socket.onmessage = previous;
           if (msg.type === 'error') reject(Object.assign(new Error(msg.message), {code: msg.code}));
           else resolve(msg);
