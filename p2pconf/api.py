@@ -11,7 +11,8 @@ from .appkeys import ACCESS, CALLS, CONFIG, HUB, IDENTITY, STORE
 from .auth import SESSION_COOKIE
 from .middleware import api_error, require_user, set_session_cookie, site_origin
 from .pages import end_session, sign_in_checked
-from .store import Invite, User
+from .store import BadCursor, Invite, StoreError, User
+from .store.search import MAX_QUERY_CHARS, PAGE_SIZE
 
 MAX_BODY = 16 * 1024
 MAX_INVITEES = 5  # a mesh of six: the caller and five others
@@ -23,6 +24,9 @@ def routes(app: web.Application) -> None:
     r.add_post("/api/session", sign_in)
     r.add_delete("/api/session", sign_out)
     r.add_get("/api/users", directory)
+    r.add_get("/api/contacts", contacts)
+    r.add_put("/api/favorites/{login}", add_favorite)
+    r.add_delete("/api/favorites/{login}", remove_favorite)
     r.add_post("/api/calls", start_call)
     r.add_get("/api/calls/{id}", get_call)
     r.add_post("/api/calls/{id}/invite", invite_more)
@@ -97,16 +101,59 @@ async def sign_out(request: web.Request) -> web.Response:
 # -- directory -----------------------------------------------------------------------------------
 
 
+async def _listed(request: web.Request, me_: User, users: list[User]) -> list[dict[str, Any]]:
+    """People as the start page lists them: name, presence, whether it is me or a favourite."""
+    hub, favorites = request.app[HUB], {u.id for u in await request.app[STORE].favorites(me_.id)}
+    return [{**u.public(), "presence": hub.presence(u.login), "me": u.id == me_.id, "favorite": u.id in favorites}
+            for u in users]
+
+
 async def directory(request: web.Request) -> web.Response:
+    """One page (at most 50) of the people matching `q`, and the cursor of the next page."""
     me_ = require_user(request)
-    query = request.query.get("q", "").strip().lower()
-    hub = request.app[HUB]
-    users = [
-        {**u.public(), "presence": hub.presence(u.login), "me": u.login == me_.login}
-        for u in await request.app[STORE].users(active_only=True)
-        if not query or query in u.login.lower() or query in u.name.lower()
-    ]
-    return web.json_response({"users": users})
+    query = request.query.get("q", "")
+    if len(query) > MAX_QUERY_CHARS:
+        raise api_error(400, "bad-request", f"q: at most {MAX_QUERY_CHARS} characters")
+    limit = request.query.get("limit", str(PAGE_SIZE))
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= PAGE_SIZE):
+        raise api_error(400, "bad-request", f"limit: 1 to {PAGE_SIZE}")
+    try:
+        users, cursor = await request.app[STORE].search_users(query, after=request.query.get("cursor") or None,
+                                                              limit=int(limit))
+    except BadCursor:
+        raise api_error(400, "bad-cursor", "cursor: not from this directory; search again") from None
+    return web.json_response({"users": await _listed(request, me_, users), "next": cursor})
+
+
+async def contacts(request: web.Request) -> web.Response:
+    """The people the start page shows before any search: favourites, then recent calls."""
+    me_ = require_user(request)
+    store = request.app[STORE]
+    return web.json_response({"favorites": await _listed(request, me_, await store.favorites(me_.id)),
+                              "recent": await _listed(request, me_, await store.recent_contacts(me_.id))})
+
+
+async def _set_favorite(request: web.Request, favorite: bool) -> web.Response:
+    me_ = require_user(request)
+    store = request.app[STORE]
+    other = await store.user_by_login(request.match_info["login"])
+    if other is None or not other.active:
+        raise api_error(404, "no-such-user", "no such active user")
+    try:
+        await store.set_favorite(me_.id, other.id, favorite)
+    except StoreError as exc:
+        if exc.code != "too-many-favorites":
+            raise
+        raise api_error(409, exc.code, str(exc)) from None
+    return web.json_response({"login": other.login, "favorite": favorite})
+
+
+async def add_favorite(request: web.Request) -> web.Response:
+    return await _set_favorite(request, True)
+
+
+async def remove_favorite(request: web.Request) -> web.Response:
+    return await _set_favorite(request, False)
 
 
 # -- calls with internal users ---------------------------------------------------------------------
@@ -147,6 +194,7 @@ async def start_call(request: web.Request) -> web.Response:
         raise api_error(429, "too-many-calls", f"at most {calls.calls_per_minute:g} calls a minute")
     room = await request.app[STORE].create_room(title, "call", mode=mode, created_by=caller.id,
                                                 members=[u.id for u in invitees])
+    await request.app[STORE].record_call(caller.id, [u.id for u in invitees])
     call = calls.start(room, caller)
     calls.ring(call, invitees)
     return web.json_response(call.describe(), status=201)
@@ -175,6 +223,7 @@ async def invite_more(request: web.Request) -> web.Response:
         raise api_error(404, "no-such-call", "no such call")
     invitees = await _invitees(request, (await body(request)).get("invitees"), user)
     await store.add_members(call.room.id, [u.id for u in invitees])
+    await store.record_call(user.id, [u.id for u in invitees])
     request.app[CALLS].ring(call, invitees)
     return web.json_response(call.describe())
 

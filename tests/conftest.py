@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from p2pconf.server import create_app
 
 from .browser import launched
 from .org import SSO_SECRET, Browser, add_user
+from .services import postgres_server
 
 
 # docs/report.schema.json: what the bots' reports must look like
@@ -132,10 +134,40 @@ def connect(client):
 # -- the organisation side: a server with users anna, bert and carla -----------------------
 
 
+# -- where the store is: SQLite by default; @both_stores runs a test on PostgreSQL too ------------
+
+both_stores = pytest.mark.parametrize("store_location", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of the suite's own, for the whole session (tests/services.py)."""
+    with postgres_server() as server:
+        yield server
+
+
 @pytest.fixture
-def org_config(tmp_path) -> Config:
+def pg_database(postgres):
+    """A fresh database on the suite's PostgreSQL, dropped afterwards; its URL."""
+    name = f"t{uuid.uuid4().hex[:16]}"
+    postgres.sql(f"CREATE DATABASE {name}")
+    yield f"{postgres.url}/{name}"
+    postgres.sql(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def store_location(request, tmp_path) -> str | Path:
+    """What Store.open is given: the data directory (SQLite) or a PostgreSQL URL."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("pg_database")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def org_config(tmp_path, store_location) -> Config:
     # Default liveness timers: loaded CI machines must not make busy browsers look dead.
-    return Config(data_dir=tmp_path / "data", ring_timeout_s=0.6,
+    return Config(data_dir=tmp_path / "data", database=None if isinstance(store_location, Path) else store_location,
+                  ring_timeout_s=0.6,
                   login_limit=3, login_window_s=60, sso_secret=SSO_SECRET)
 
 
