@@ -7,10 +7,13 @@ depend on which database an organisation chose.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 
 import pytest
 
+from p2pconf import admin
+from p2pconf.auth import verify_password
 from p2pconf.store import INVITE_REVOKED, MAX_FAVORITES, SESSION_ENDED, USER_DISABLED, BadCursor, Store, StoreError
 from p2pconf.store import schema
 from p2pconf.store.search import PAGE_SIZE, encode_cursor
@@ -244,3 +247,15 @@ async def test_settings_are_replaced(store):
     await store.set_setting("public_url", "https://a.example")
     await store.set_setting("public_url", "https://b.example")
     assert await store.setting("public_url") == "https://b.example"
+
+
+async def test_an_import_skips_taken_logins_hashes_passwords_and_indexes_everyone(store):
+    await store.add_user("anna", "Anna Berg")
+    rows = ["login,name,email,password", "ANNA,Clash,,", "new1,Jürgen Müller,jm@example.org,",
+            "NEW1,Twice In The File,,"] + [f"p{n},Person {n},,password number {n}" for n in range(10)]
+    out = await admin.users_import(store, io.StringIO("\n".join(rows) + "\n"))
+    assert out == "imported 11 users, skipped 2 that exist: ANNA, NEW1"
+    assert await logins(store, "muller") == ["new1"]
+    found = await store.password_hash("p7")
+    assert found is not None and verify_password(found[1], "password number 7")
+    assert await store.password_hash("new1") is None

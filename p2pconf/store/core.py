@@ -99,6 +99,8 @@ def is_database_url(location: str | os.PathLike | None) -> bool:
 
 
 _USER_COLUMNS = "id, login, name, email, active, password_hash IS NOT NULL AS has_password"
+_U_COLUMNS = ", ".join("u." + c for c in _USER_COLUMNS.split(", "))  # the same, of `users u`
+COMMON_TERM = 20_000  # words starting with a term beyond which search_users walks the directory
 
 
 class Store:
@@ -246,6 +248,7 @@ class Store:
             if row is None:
                 raise StoreError("no-such-user", f"no user {login!r}")
             await tx.execute("UPDATE users SET active = 0 WHERE id = ?", (row["id"],))
+            await tx.execute("DELETE FROM user_words WHERE user_id = ?", (row["id"],))  # out of the directory
             await tx.execute("DELETE FROM sessions WHERE user_id = ?", (row["id"],))
             await self._event(tx, USER_DISABLED, row["login"])
         return await self.user_by_login(login)
@@ -256,18 +259,37 @@ class Store:
                            limit: int = search.PAGE_SIZE) -> tuple[list[User], str | None]:
         """Active users whose words start with every term of `query` (all users for an empty
         query), in directory order: at most `limit`, and the cursor of the next page (or None).
-        `after` is a cursor from an earlier answer; BadCursor when it is none of ours."""
+        `after` is a cursor from an earlier answer; BadCursor when it is none of ours.
+
+        The term that the fewest words start with (a bounded count each) leads: its index
+        range is read in directory order (words carry their user's sort key), the other
+        terms are checked on each candidate's own words. A term so common that every fifth
+        word starts with it walks the directory in order instead, and meets a page early."""
         limit = max(1, min(limit, search.PAGE_SIZE))
-        where, args = ["active = 1"], []
-        for term in search.query_terms(query):
-            where.append("id IN (SELECT user_id FROM user_words WHERE word >= ? AND word < ?)")
-            args.extend(search.prefix_range(term))
+        terms = [search.prefix_range(term) for term in search.query_terms(query)]
+        position, position_args = "", ()
         if after is not None:
             key, last_id = search.decode_cursor(after)
-            where.append("(sort_key > ? OR (sort_key = ? AND id > ?))")
-            args.extend((key, key, last_id))
-        rows = await self.db.fetchall(f"SELECT {_USER_COLUMNS}, sort_key FROM users WHERE " + " AND ".join(where)
-                                      + " ORDER BY sort_key, id LIMIT ?", (*args, limit + 1))
+            position, position_args = " AND (sort_key > ? OR (sort_key = ? AND {id} > ?))", (key, key, last_id)
+        counts = [(await self.db.fetchone("SELECT COUNT(*) AS n FROM (SELECT 1 FROM user_words "
+                                          "WHERE word >= ? AND word < ? LIMIT ?) few", (*t, COMMON_TERM)))["n"]
+                  for t in terms]
+        also = "EXISTS (SELECT 1 FROM user_words o WHERE o.user_id = {id} AND o.word >= ? AND o.word < ?)"
+        if terms and min(counts) < COMMON_TERM:
+            lead = terms.pop(counts.index(min(counts)))
+            sql = ("SELECT sort_key, user_id AS id FROM user_words WHERE word >= ? AND word < ?"
+                   + position.format(id="user_id") + "".join(" AND " + also.format(id="user_id") for _ in terms)
+                   + " GROUP BY sort_key, user_id ORDER BY sort_key, user_id LIMIT ?")
+            found = await self.db.fetchall(sql, (*lead, *position_args, *(a for t in terms for a in t), limit + 1))
+            by_id = {r["id"]: r for r in await self.db.fetchall(  # (disabled users have no words)
+                f"SELECT {_USER_COLUMNS}, sort_key FROM users WHERE id IN ("
+                + ", ".join("?" * len(found)) + ")", [r["id"] for r in found])} if found else {}
+            rows = [by_id[r["id"]] for r in found if r["id"] in by_id and by_id[r["id"]]["active"]]
+        else:
+            sql = (f"SELECT {_USER_COLUMNS}, sort_key FROM users WHERE active = 1" + position.format(id="id")
+                   + "".join(" AND " + also.format(id="users.id") for _ in terms)
+                   + " ORDER BY sort_key, id LIMIT ?")
+            rows = await self.db.fetchall(sql, (*position_args, *(a for t in terms for a in t), limit + 1))
         more = len(rows) > limit
         rows = rows[:limit]
         return [self._user(r) for r in rows], (search.encode_cursor(rows[-1]["sort_key"], rows[-1]["id"])
@@ -288,7 +310,7 @@ class Store:
     async def favorites(self, user_id: int) -> list[User]:
         """This user's favourites who are active, in directory order."""
         rows = await self.db.fetchall(
-            f"SELECT {', '.join('u.' + c for c in _USER_COLUMNS.split(', '))} FROM favorites f "
+            f"SELECT {_U_COLUMNS} FROM favorites f "
             "JOIN users u ON u.id = f.favorite_id WHERE f.user_id = ? AND u.active = 1 ORDER BY u.sort_key, u.id",
             (user_id,))
         return [self._user(r) for r in rows]
@@ -306,7 +328,7 @@ class Store:
     async def recent_contacts(self, user_id: int, limit: int = RECENT_CONTACTS) -> list[User]:
         """Whom this user called or was called by most recently, newest first (active users)."""
         rows = await self.db.fetchall(
-            f"SELECT {', '.join('u.' + c for c in _USER_COLUMNS.split(', '))} FROM contacts c "
+            f"SELECT {_U_COLUMNS} FROM contacts c "
             "JOIN users u ON u.id = c.contact_id WHERE c.user_id = ? AND u.active = 1 "
             "ORDER BY c.last_call_at DESC, u.id LIMIT ?", (user_id, limit))
         return [self._user(r) for r in rows]

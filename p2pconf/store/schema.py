@@ -26,12 +26,14 @@ async def run_step(tx, step: Step) -> None:
 
 
 async def index_users(tx, users: list[tuple[int, str, str, str | None]]) -> None:
-    """Set the directory's sort key and search words of (id, login, name, email) rows."""
+    """Set the directory's sort key and search words of (id, login, name, email) rows. Each
+    word carries its user's sort key, so the users of a prefix come out of the index in
+    directory order."""
     await tx.executemany("UPDATE users SET sort_key = ? WHERE id = ?",
                          [(search.sort_key(name), uid) for uid, _login, name, _email in users])
     await tx.executemany("DELETE FROM user_words WHERE user_id = ?", [(uid,) for uid, *_ in users])
-    await tx.executemany("INSERT INTO user_words(word, user_id) VALUES (?, ?)",
-                         [(word, uid) for uid, login, name, email in users
+    await tx.executemany("INSERT INTO user_words(word, sort_key, user_id) VALUES (?, ?, ?)",
+                         [(word, search.sort_key(name), uid) for uid, login, name, email in users
                           for word in search.words_of(name, login, email)])
 
 
@@ -49,10 +51,11 @@ _DIRECTORY = """
     CREATE INDEX users_directory ON users(active, sort_key, id);
     CREATE TABLE user_words (
         word TEXT {binary} NOT NULL,
+        sort_key TEXT {binary} NOT NULL,
         user_id {id} NOT NULL REFERENCES users(id),
-        PRIMARY KEY (word, user_id)
+        PRIMARY KEY (word, sort_key, user_id)
     ) {without_rowid};
-    CREATE INDEX user_words_user ON user_words(user_id);
+    CREATE INDEX user_words_user ON user_words(user_id, word);
     CREATE TABLE favorites (
         user_id {id} NOT NULL REFERENCES users(id),
         favorite_id {id} NOT NULL REFERENCES users(id),
