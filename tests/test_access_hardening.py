@@ -25,15 +25,18 @@ from p2pconf.middleware import FairStart
 from p2pconf.protocol import CLOSE_REVOKED, CLOSE_SIGNED_OUT
 from p2pconf.server import create_app, freeze_startup_objects
 
-from .conftest import wait_until
+from .conftest import both_stores, wait_until
 from .org import PASSWORD, SSO_SECRET, Browser, add_user, next_of, signed_in
 
 P2PCONF = [sys.executable, "-m", "p2pconf.cli"]
 
 
 async def cli(*args: str, data, stdin: str | None = None) -> tuple[int, str]:
-    """Run `p2pconf ARGS --data DATA` without blocking the server's loop; (exit code, output)."""
-    proc = await asyncio.create_subprocess_exec(*P2PCONF, *args, "--data", str(data),
+    """Run `p2pconf ARGS --data DATA` (or `--database URL`, for a Config on PostgreSQL) without
+    blocking the server's loop; (exit code, output)."""
+    where = ["--database", data.database] if getattr(data, "database", None) else \
+        ["--data", str(getattr(data, "data_dir", data))]
+    proc = await asyncio.create_subprocess_exec(*P2PCONF, *args, *where,
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 60)
@@ -267,10 +270,11 @@ async def test_a_failed_write_leaves_no_transaction_open(org):
 # -- 4. lost rights reach open sockets ---------------------------------------------------------------------
 
 
+@both_stores
 async def test_disabling_a_user_closes_her_sockets_and_she_cannot_rejoin(org):
     room, sockets = await in_call(org, "anna", "bert")
     bert_id = (await next_of(sockets["anna"], "peer-joined"))["peer"]["id"]
-    code, out = await cli("users", "disable", "bert", data=org.app[CONFIG].data_dir)
+    code, out = await cli("users", "disable", "bert", data=org.app[CONFIG])
     assert code == 0, out
     await closed_with(sockets["bert"], CLOSE_SIGNED_OUT)
     assert (await peer_left(sockets["anna"]))["id"] == bert_id
@@ -278,6 +282,7 @@ async def test_disabling_a_user_closes_her_sockets_and_she_cannot_rejoin(org):
     assert (await again.sign_in("bert")).status == 401
 
 
+@both_stores
 async def test_revoking_a_link_from_the_cli_closes_its_guests_within_5_s(org):
     anna = await signed_in(org, "anna")
     _, made = await anna.json("POST", "/api/rooms", {"name": "Kunde"})
@@ -293,7 +298,7 @@ async def test_revoking_a_link_from_the_cli_closes_its_guests_within_5_s(org):
     await next_of(host, "joined")
     await guest_ws.send_json({"type": "join", "room": room})
     guest_id = (await next_of(guest_ws, "joined"))["id"]
-    code, out = await cli("rooms", "revoke", link, data=org.app[CONFIG].data_dir)
+    code, out = await cli("rooms", "revoke", link, data=org.app[CONFIG])
     assert code == 0, out
     await closed_with(guest_ws, CLOSE_REVOKED)
     assert (await peer_left(host))["id"] == guest_id
@@ -314,6 +319,7 @@ async def test_signing_out_closes_that_sessions_sockets_at_once(org):
     assert not sockets["anna"].closed  # anna's first session is another session
 
 
+@both_stores
 async def test_another_server_process_on_the_same_store_closes_revoked_guests(aiohttp_server, org_config):
     first = await aiohttp_server(create_app(org_config))
     second = await aiohttp_server(create_app(org_config))  # same data directory: two processes' worth
@@ -465,7 +471,7 @@ async def test_refusals_are_logged_one_line_each_and_never_a_secret(org, caplog)
 async def test_closing_a_revoked_guest_is_logged(org, caplog):
     caplog.set_level(logging.INFO, logger="p2pconf.audit")
     room, sockets = await in_call(org, "anna", "bert")
-    await cli("users", "disable", "bert", data=org.app[CONFIG].data_dir)
+    await cli("users", "disable", "bert", data=org.app[CONFIG])
     await closed_with(sockets["bert"], CLOSE_SIGNED_OUT)
     lines = [r.getMessage() for r in caplog.records if r.name == "p2pconf.audit"]
     assert any(line.startswith(f"event=socket-closed why=user-disabled code={CLOSE_SIGNED_OUT}") and "login=bert"

@@ -17,7 +17,7 @@ from p2pconf.config import Config
 from p2pconf.server import create_app
 from p2pconf.store import MIGRATIONS
 
-from .conftest import wait_until
+from .conftest import both_stores, wait_until
 from .org import Browser, add_user, next_of, signed_in
 
 
@@ -190,6 +190,7 @@ async def test_users_rooms_and_invites_survive_a_restart(aiohttp_server, tmp_pat
 # -- bots through the guest flow -----------------------------------------------------------------
 
 
+@both_stores
 async def test_bots_join_by_invite_link_and_see_each_other(org, loopback):
     owner, made = await make_link(org)
     link = made["invite"]["link"]

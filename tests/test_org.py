@@ -11,11 +11,13 @@ from p2pconf.appkeys import CALLS, STORE
 from p2pconf.auth import CSRF_COOKIE
 from p2pconf.server import create_app
 
+from .conftest import both_stores
 from .org import PASSWORD, SSO_SECRET, Browser, add_user, next_of, signed_in, status_of
 
 # -- sign-in, CSRF, throttling ---------------------------------------------------------------
 
 
+@both_stores
 async def test_sign_in_sets_an_httponly_lax_cookie_and_sign_out_ends_it(org):
     b = org.browser()
     reply = await b.sign_in("anna")
