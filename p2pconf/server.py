@@ -42,7 +42,7 @@ from .middleware import (
 )
 from .ratelimit import TokenBucket
 from .signaling import HandshakeError, Hub, ProtocolError
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger("p2pconf.server")
 
@@ -357,7 +357,11 @@ def serve(config: Config) -> None:
               f"address or {config.host} (protection from DNS rebinding); set --public-url to the https "
               f"origin users open", file=sys.stderr)
     where = f"--database {URL(config.database).with_password(None)}" if config.database else f"--data {config.data_dir}"
-    if asyncio.run(_count_users(config)) == 0:
+    try:
+        users = asyncio.run(_count_users(config))
+    except StoreError as exc:  # e.g. PostgreSQL unreachable: one line, no traceback
+        sys.exit(f"p2pconf serve: {exc}")
+    if users == 0:
         print(f"No users yet. Add the first one with:\n"
               f"  p2pconf users add LOGIN --name 'Display Name' --password-stdin {where}")
     scheme = "https" if config.tls_cert else "http"

@@ -12,6 +12,8 @@ import urllib.request
 
 import pytest
 
+from .conftest import both_stores
+
 P2PCONF = [sys.executable, "-m", "p2pconf.cli"]
 
 
@@ -261,3 +263,28 @@ def test_verbose_access_log_never_shows_guest_or_sso_tokens(tmp_path):
     output = stop_server(proc)
     assert "GET /j/<redacted>" in output and "token=<redacted>" in output
     assert guest_token not in output and sso_jwt not in output
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["users", "list"], ["rooms", "list"]])
+def test_an_unreachable_postgresql_is_one_line_and_exit_1(command):
+    done = subprocess.run([*P2PCONF, *command, "--database", "postgresql://p2pconf@127.0.0.1:1/p2pconf"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("cannot connect to PostgreSQL: [Errno 111] Connect call failed "
+                                        "('127.0.0.1', 1)") and "Traceback" not in done.stderr
+
+
+def test_a_database_that_is_no_postgresql_url_is_refused_before_anything_starts(tmp_path):
+    done = subprocess.run([*P2PCONF, "users", "list", "--database", "mysql://x/y"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "must be a PostgreSQL URL" in done.stderr
+
+
+@both_stores
+def test_the_admin_cli_works_on_either_database(store_location):
+    where = ["--database", store_location] if isinstance(store_location, str) else ["--data", str(store_location)]
+    added = subprocess.run([*P2PCONF, "users", "add", "anna", "--name", "Anna Berg", *where],
+                           capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    listed = subprocess.run([*P2PCONF, "users", "list", *where], capture_output=True, text=True, timeout=60)
+    assert "Anna Berg" in listed.stdout
