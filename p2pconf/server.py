@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.resources
 import ipaddress
 import logging
 import ssl
@@ -46,7 +47,7 @@ from .store import Store, StoreError
 
 log = logging.getLogger("p2pconf.server")
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = Path(str(importlib.resources.files("p2pconf.web")))  # web/ of the checkout, package data when installed
 
 
 def create_app(config: Config | None = None) -> web.Application:
