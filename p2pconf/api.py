@@ -7,7 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from . import audit, protocol
-from .appkeys import ACCESS, CALLS, CONFIG, HUB, IDENTITY, STORE
+from .appkeys import ACCESS, CALLS, CONFIG, HUB, IDENTITY, METRICS, STORE
+from .metrics import PROCESS
 from .auth import SESSION_COOKIE
 from .middleware import api_error, require_user, set_session_cookie, site_origin
 from .pages import end_session, sign_in_checked
@@ -117,12 +118,17 @@ async def directory(request: web.Request) -> web.Response:
     limit = request.query.get("limit", str(PAGE_SIZE))
     if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= PAGE_SIZE):
         raise api_error(400, "bad-request", f"limit: 1 to {PAGE_SIZE}")
+    with request.app[METRICS].search_seconds.labels(PROCESS).time():
+        users, cursor = await _search(request, query, limit)
+    return web.json_response({"users": await _listed(request, me_, users), "next": cursor})
+
+
+async def _search(request: web.Request, query: str, limit: str) -> tuple[list[User], str | None]:
     try:
-        users, cursor = await request.app[STORE].search_users(query, after=request.query.get("cursor") or None,
-                                                              limit=int(limit))
+        return await request.app[STORE].search_users(query, after=request.query.get("cursor") or None,
+                                                     limit=int(limit))
     except BadCursor:
         raise api_error(400, "bad-cursor", "cursor: not from this directory; search again") from None
-    return web.json_response({"users": await _listed(request, me_, users), "next": cursor})
 
 
 async def contacts(request: web.Request) -> web.Response:

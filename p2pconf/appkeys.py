@@ -9,6 +9,7 @@ from aiohttp import web
 from .auth import HashPool, Identity, LoginThrottle
 from .calls import Calls
 from .config import Config
+from .metrics import Metrics
 from .signaling import Hub
 from .store import Store
 
@@ -20,6 +21,7 @@ THROTTLE = web.AppKey("throttle", LoginThrottle)
 HASHES = web.AppKey("hashes", HashPool)
 ACCESS = web.AppKey("access", "AccessWatch")  # access.AccessWatch (named: access.py imports these keys)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
+METRICS = web.AppKey("metrics", Metrics)
 
 # Per request: who is asking, a double-submit CSRF cookie a page handed out, and whether
 # a trusted proxy forwarded it (its X-Forwarded-* were believed).

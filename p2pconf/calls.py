@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .ratelimit import TokenBucket
 from .signaling import Hub
@@ -47,8 +48,10 @@ class Call:
 class Calls:
     """Live calls, keyed by their room id."""
 
-    def __init__(self, hub: Hub, ring_timeout_s: float, calls_per_minute: float = 10.0):
+    def __init__(self, hub: Hub, ring_timeout_s: float, calls_per_minute: float = 10.0,
+                 on_outcome: Callable[[str], None] = lambda status: None):
         self.hub, self.ring_timeout_s, self.calls_per_minute = hub, ring_timeout_s, calls_per_minute
+        self.on_outcome = on_outcome  # told every ring's end: accepted, declined, missed or busy
         self.calls: dict[str, Call] = {}
         self._starts: dict[str, TokenBucket] = {}  # caller login -> calls they may still start
 
@@ -106,6 +109,8 @@ class Calls:
         if status == "missed" and call.status.get(login) != "ringing":
             return
         call.status[login] = status
+        if status != "ringing":
+            self.on_outcome(status)
         if status in FINAL and (timer := call.timers.pop(login, None)):
             timer.cancel()
         if status in ("accepted", "declined", "missed"):

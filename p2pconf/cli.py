@@ -41,6 +41,8 @@ def _serve(args: argparse.Namespace) -> int:
         ring_timeout_s=args.ring_timeout,
         frame_ancestors=args.frame_ancestors,
         open_rooms=args.open_rooms,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     if config.turn_urls and not config.turn_secret:
         return options.fail("p2pconf serve", "--turn needs the shared secret in P2PCONF_TURN_SECRET")
@@ -204,6 +206,10 @@ def parser() -> argparse.ArgumentParser:
                    help="origins that may show the pages in a frame (the host platform); default: none")
     s.add_argument("--open-rooms", action="store_true",
                    help="let anyone join any room by name (load tests, labs); off: sign-in or guest link needed")
+    s.add_argument("--metrics-port", type=options.int_in(1, 65535), metavar="PORT",
+                   help="serve Prometheus metrics at /metrics on this port (default: off)")
+    s.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address for --metrics-port (default 127.0.0.1: only this machine)")
     s.set_defaults(func=_serve)
 
     u = sub.add_parser("users", help="manage the organisation's users")

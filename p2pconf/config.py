@@ -65,6 +65,9 @@ class Config:
     purge_interval_s: float = 60.0  # expired sessions, spent SSO tokens, old events
     # Origins allowed to embed the pages in a frame (the host platform); none by default.
     frame_ancestors: list[str] = field(default_factory=list)
+    # Prometheus metrics on a port of their own (None: off), loopback unless told otherwise.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     # Let anyone who can reach /ws join any room by name (a lab or load-test server).
     open_rooms: bool = False
 

@@ -13,8 +13,9 @@ from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 
 from . import __version__, audit, protocol
-from .appkeys import ACCESS, CONFIG, HASHES, IDENTITY, STORE, THROTTLE
-from .auth import SESSION_COOKIE, SsoError, attempt_sign_in, read_sso_token
+from .appkeys import ACCESS, CONFIG, HASHES, IDENTITY, METRICS, STORE, THROTTLE
+from .auth import SESSION_COOKIE, Overloaded, SsoError, attempt_sign_in, read_sso_token
+from .metrics import PROCESS
 from .middleware import form_csrf, set_session_cookie
 from .i18n import TEXTS, pick_language
 from .protocol import ProtocolError
@@ -95,7 +96,12 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 async def sign_in_checked(request: web.Request, login: str, password: str):
     """attempt_sign_in for this request, with the security log's line for each outcome."""
     app, address = request.app, request.remote or "?"
-    user, wait = await attempt_sign_in(app[STORE], app[THROTTLE], app[HASHES], login[:128], password, address)
+    try:
+        user, wait = await attempt_sign_in(app[STORE], app[THROTTLE], app[HASHES], login[:128], password, address)
+    except Overloaded:
+        app[METRICS].sign_ins.labels(PROCESS, "busy").inc()
+        raise
+    app[METRICS].sign_ins.labels(PROCESS, "throttled" if wait else "failed" if user is None else "ok").inc()
     if wait:
         audit.event("sign-in-throttled", login=login[:64], addr=address, retry_after_s=int(wait) + 1)
     elif user is None:

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import ssl
 import sys
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ from yarl import URL
 
 from . import __version__, api, audit, pages, protocol
 from .access import watch_access
-from .appkeys import CALLS, CONFIG, HASHES, HUB, IDENTITY, SOCKETS, STORE, THROTTLE
+from .appkeys import CALLS, CONFIG, HASHES, HUB, IDENTITY, METRICS, SOCKETS, STORE, THROTTLE
 from .auth import HashPool, Identity, LoginThrottle
 from .calls import Calls
 from .config import Config
 from .ice import ice_servers_for
+from .metrics import PROCESS, Metrics, metrics_app
 from .middleware import (
     FairStart,
     api_error,
@@ -74,12 +76,16 @@ def create_app(config: Config | None = None) -> web.Application:
             "uploadKbps": config.upload_kbps,
         },
     )
-    app[CALLS] = Calls(app[HUB], config.ring_timeout_s, config.calls_per_minute)
+    metrics = app[METRICS] = Metrics.for_hub(app[HUB])
+    app[CALLS] = Calls(app[HUB], config.ring_timeout_s, config.calls_per_minute,
+                       on_outcome=lambda status: metrics.rings.labels(PROCESS, status).inc())
     app[THROTTLE] = LoginThrottle(config.login_limit, config.login_window_s)
     app[HASHES] = HashPool(config.hash_workers, config.hash_waiting)
     app[SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(open_store)
     app.cleanup_ctx.append(watch_access)
+    if config.metrics_port:
+        app.cleanup_ctx.append(serve_metrics)
     app.on_response_prepare.append(security_headers)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True)
     pages.routes(app)
@@ -100,6 +106,16 @@ async def open_store(app: web.Application):
     app[CALLS].close()
     app[HASHES].close()
     await app[STORE].close()
+
+
+async def serve_metrics(app: web.Application):
+    """cleanup_ctx: /metrics on --metrics-host:--metrics-port, apart from the public port."""
+    config = app[CONFIG]
+    runner = web.AppRunner(metrics_app(app[METRICS]), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.metrics_host, config.metrics_port).start()
+    yield
+    await runner.cleanup()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -227,7 +243,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     outbox = Outbox(ws, request, config.outbox_bytes)
-    hub = request.app[HUB]
+    hub, metrics = request.app[HUB], request.app[METRICS]
     identity: Identity = request[IDENTITY]
     session = hub.connect(
         outbox.send,
@@ -245,6 +261,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break
             if not bucket.take():  # every frame counts, text or not
                 audit.event("flood", peer=session.id, login=session.login, addr=request.remote)
+                metrics.errors.labels(PROCESS, "rate-limited").inc()
                 outbox.send(protocol.error_message("rate-limited"))
                 outbox.close(protocol.CLOSE_FLOOD)
                 break
@@ -257,17 +274,24 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             msg = None
             try:
                 msg = _parse(frame.data)
-                if msg["type"] == "join" and session.greeted and session.room is None:
+                kind = msg["type"]
+                metrics.messages.labels(PROCESS, kind if kind in protocol.CLIENT_TYPES else "unknown").inc()
+                joining = time.monotonic() if kind == "join" else None
+                if kind == "join" and session.greeted and session.room is None:
                     msg = await authorize_join(request, msg)
                 hub.handle(session, msg)
+                if joining is not None:
+                    metrics.join_seconds.labels(PROCESS).observe(time.monotonic() - joining)
                 if msg["type"] == "hello" and session.login:
                     for ring in request.app[CALLS].pending_rings(session.login):
                         outbox.send(ring)
             except HandshakeError as exc:
+                metrics.errors.labels(PROCESS, exc.code).inc()
                 outbox.send(protocol.error_message(exc.code, str(exc), ref=msg["type"]))
                 outbox.close(protocol.CLOSE_PROTOCOL)
                 break
             except ProtocolError as exc:
+                metrics.errors.labels(PROCESS, exc.code).inc()
                 if exc.code == "forbidden" and msg and msg["type"] == "join":
                     audit.event("join-refused", peer=session.id, login=session.login, addr=request.remote,
                                 why=exc.detail)
