@@ -310,8 +310,9 @@ class Store:
     async def favorites(self, user_id: int) -> list[User]:
         """This user's favourites who are active, in directory order."""
         rows = await self.db.fetchall(
-            f"SELECT {_U_COLUMNS} FROM favorites f "
-            "JOIN users u ON u.id = f.favorite_id WHERE f.user_id = ? AND u.active = 1 ORDER BY u.sort_key, u.id",
+            # CROSS JOIN: SQLite starts from this user's few favourites, not from the whole directory
+            f"SELECT {_U_COLUMNS} FROM favorites f CROSS JOIN users u "
+            "WHERE u.id = f.favorite_id AND f.user_id = ? AND u.active = 1 ORDER BY u.sort_key, u.id",
             (user_id,))
         return [self._user(r) for r in rows]
 
@@ -328,8 +329,8 @@ class Store:
     async def recent_contacts(self, user_id: int, limit: int = RECENT_CONTACTS) -> list[User]:
         """Whom this user called or was called by most recently, newest first (active users)."""
         rows = await self.db.fetchall(
-            f"SELECT {_U_COLUMNS} FROM contacts c "
-            "JOIN users u ON u.id = c.contact_id WHERE c.user_id = ? AND u.active = 1 "
+            f"SELECT {_U_COLUMNS} FROM contacts c CROSS JOIN users u "
+            "WHERE u.id = c.contact_id AND c.user_id = ? AND u.active = 1 "
             "ORDER BY c.last_call_at DESC, u.id LIMIT ?", (user_id, limit))
         return [self._user(r) for r in rows]
 
