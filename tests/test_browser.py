@@ -32,6 +32,7 @@ async def test_a_calls_b_with_video_and_both_see_each_other(org, chromium, loopb
     await sign_in(b, base, "bert")
     await expect(a.get_by_text("Entscheidung merken")).to_be_visible()  # the permission explanation
     await screenshot(a, "start-desktop")
+    await a.locator("#search").fill("bert")  # the start page lists contacts; others are searched for
     await a.get_by_role("checkbox", name="Bert Kraus", exact=True).check()
     await a.get_by_role("radio", name="Audio und Video").check()
     await a.get_by_role("button", name="Anruf starten").click()
@@ -51,6 +52,7 @@ async def test_audio_only_call_carries_no_video_tracks(org, chromium, loopback):
     a, b = await new_page(chromium), await new_page(chromium)
     await sign_in(a, base, "anna")
     await sign_in(b, base, "bert")
+    await a.locator("#search").fill("bert")
     await a.get_by_role("checkbox", name="Bert Kraus", exact=True).check()
     await a.get_by_role("radio", name="Nur Audio").check()
     await a.get_by_role("button", name="Anruf starten").click()
