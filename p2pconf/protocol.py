@@ -112,6 +112,25 @@ def dumps(msg: Any) -> str:
     return json.dumps(msg, allow_nan=False, separators=(",", ":"))
 
 
+class Shared(dict):
+    """A message the server sends to many connections (a room, a login's watchers): it is
+    serialised once, by the first connection that sends it, not once per recipient."""
+
+    __slots__ = ("_text",)
+
+    def text(self) -> str:
+        try:
+            return self._text
+        except AttributeError:
+            self._text = dumps(self)
+            return self._text
+
+
+def encode(msg: dict[str, Any]) -> str:
+    """The JSON text of a message to send (a Shared one's, made once)."""
+    return msg.text() if isinstance(msg, Shared) else dumps(msg)
+
+
 def _not_a_number(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 

@@ -182,7 +182,7 @@ class Outbox:
     def send(self, msg: dict[str, Any]) -> None:
         if self.close_code is not None:
             return
-        text = protocol.dumps(msg)
+        text = protocol.encode(msg)
         if self.queued_bytes + len(text) > self.limit_bytes:
             self._close_stalled()
             return

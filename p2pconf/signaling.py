@@ -58,6 +58,7 @@ class Room:
     members: dict[str, Session] = field(default_factory=dict)
 
     def broadcast(self, msg: Message, *, exclude: Session | None = None) -> None:
+        msg = protocol.Shared(msg)
         for member in list(self.members.values()):
             if member is not exclude:
                 member.send(msg)
@@ -141,7 +142,7 @@ class Hub:
         login = session.login.lower()
         now = self.presence(login)
         if now != before:
-            update = {"type": "presence", "users": {login: now}}
+            update = protocol.Shared(type="presence", users={login: now})
             for watcher in list(self.watchers.get(login, ())):
                 watcher.send(update)
 
