@@ -101,3 +101,14 @@ def write_camera_file(path: Path, width: int = 640, height: int = 360, fps: int 
             yuv[:height] = yuv[:height] // 4 * 3 + np.roll(grain, 3 * n, axis=1)  # detail that moves
             out.write(b"FRAME\n" + yuv.tobytes())
     return path
+
+
+async def english_start_page(browser, base: str):
+    """anna's start page in a browser that prefers English, signed in through the English form."""
+    page = await new_page(browser, locale="en-GB")
+    await page.goto(base + "/login")
+    await page.get_by_label("User name").fill("anna")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(base + "/")
+    return page

@@ -10,7 +10,7 @@ from playwright.async_api import expect
 from p2pconf.bots.bot import Bot, BotOptions
 from p2pconf.bots.client import SignalingClient
 
-from .browser import (PHONE, enter_as_guest, mesh_states, new_page, screenshot,
+from .browser import (PHONE, english_start_page, enter_as_guest, mesh_states, new_page, screenshot,
                       sign_in, tile, wait_playing)
 from p2pconf.appkeys import HUB
 from p2pconf.server import close_sockets
@@ -199,12 +199,7 @@ async def test_without_a_camera_the_guest_is_offered_audio_only(org, chromium, l
 
 async def test_english_when_the_browser_prefers_it(org, chromium):
     base = base_of(org)
-    page = await new_page(chromium, locale="en-GB")
-    await page.goto(base + "/login")
-    await page.get_by_label("User name").fill("anna")
-    await page.get_by_label("Password").fill("correct horse battery")
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(base + "/")
+    page = await english_start_page(chromium, base)
     await expect(page.get_by_role("button", name="Start call")).to_be_visible()
     await expect(page.get_by_role("radio", name="Audio only")).to_be_visible()
     german = await new_page(chromium, PHONE)

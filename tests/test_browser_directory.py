@@ -14,7 +14,7 @@ from playwright.async_api import Page, Request, Response, expect
 
 from p2pconf.appkeys import HUB, STORE
 
-from .browser import new_page, screenshot, sign_in
+from .browser import english_start_page, new_page, screenshot, sign_in
 from .conftest import wait_until
 from .org import add_user, base_of, signed_in
 
@@ -235,12 +235,7 @@ async def test_a_hostile_name_is_shown_as_text(org, chromium):
 
 async def test_the_groups_in_english(org, chromium):
     base = base_of(org)
-    page = await new_page(chromium, locale="en-GB")
-    await page.goto(base + "/login")
-    await page.get_by_label("User name").fill("anna")
-    await page.get_by_label("Password").fill("correct horse battery")
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(base + "/")
+    page = await english_start_page(chromium, base)
     await expect(group(page, "Favorites")).to_be_visible()
     await expect(group(page, "Recent calls")).to_be_visible()
     await page.locator("#search").fill("bert")

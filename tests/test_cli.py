@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -13,14 +12,9 @@ import urllib.request
 import pytest
 
 from .conftest import both_stores
+from .services import free_port
 
 P2PCONF = [sys.executable, "-m", "p2pconf.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(data, *extra: str, scheme: str = "http", context=None) -> tuple[subprocess.Popen, str]:
