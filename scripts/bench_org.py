@@ -602,6 +602,8 @@ def main() -> None:
     ap.add_argument("--database", help="PostgreSQL URL (an empty database); default SQLite in a temp directory")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", help="also write the numbers to this file")
+    ap.add_argument("--profile", metavar="FILE", help="record the server with py-spy (on PATH) during the window, "
+                                                      "as collapsed stacks into FILE (a diagnosis, not a measurement)")
     args = ap.parse_args()
     changers_n = args.changers or min(50, max(10, args.pages // 100))
     password_n = args.password_users or changers_n + max(1, math.ceil(args.pages / 20))
@@ -711,11 +713,17 @@ def main() -> None:
             go.set()
             time.sleep(max(0.0, t0 - clock()))
             cpu0, busy0 = proc_cpu_s(server.pid), machine_busy()
+            if args.profile:
+                spy = subprocess.Popen(["py-spy", "record", "--pid", str(server.pid), "--nonblocking", "--format",
+                                        "raw", "--duration", str(math.ceil(args.duration)), "-o", args.profile],
+                                       stdout=subprocess.DEVNULL)
             sampler.in_window.set()
             time.sleep(max(0.0, t0 + args.duration - clock()))
             cpu1, busy1 = proc_cpu_s(server.pid), machine_busy()
             sampler.in_window.clear()
             rss_window = max(sampler.window_peak, proc_status(server.pid, "VmRSS"))
+            if args.profile:
+                spy.wait(timeout=60)
             out = collect("result", watcher_names | {"driver", "search", "signaling"}, GRACE_S + 120)
             peak_rss = max(sampler.peak, proc_status(server.pid, "VmHWM"), proc_status(server.pid, "VmRSS"))
             for p in workers:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import time
 
 import pytest
@@ -157,6 +158,37 @@ async def test_pages_of_50_walk_the_whole_directory_in_order(store):
             break
     assert pages == 3
     assert seen == [f"user{n:03}" for n in range(123)]  # each once, in order
+
+
+async def test_every_search_plan_finds_exactly_the_people_whose_words_match(store, monkeypatch):
+    """Against a reference: with tiny planner thresholds every plan runs (a rare term read
+    whole, a short prefix read in order, a common long term led by its prefix)."""
+    from p2pconf.store import core, search
+    monkeypatch.setattr(core, "FEW_MATCHES", 4)
+    monkeypatch.setattr(core, "COUNT_CAP", 9)
+    rng = random.Random(7)
+    first = ["Jürgen", "Jörg", "Anna", "Annika", "Anja", "Ana", "Jan", "Bert", "Zoë"]
+    last = ["Müller", "Mueller", "Maier", "Mayer", "Berg", "Berger"]
+    rows = [(f"u{n}", f"{rng.choice(first)} {rng.choice(last)}", f"u{n}@{rng.choice(['ex.org', 'firma.de'])}", None)
+            for n in range(130)]
+    await store.add_users(rows)
+    await store.disable_user("u3")
+    words = {login: search.words_of(name, login, email) for login, name, email, _ in rows if login != "u3"}
+    order = sorted(words, key=lambda login: (search.sort_key(dict((r[0], r[1]) for r in rows)[login]),
+                                             int(login[1:])))
+    vocabulary = ["j", "ju", "jur", "juer", "jurgen", "an", "ann", "anj", "m", "mu", "mul", "mue", "muel", "muell",
+                  "ma", "mai", "may", "b", "berg", "berge", "bert", "anna", "z", "zoe", "u1", "u12", "ex", "firma", "x"]
+    for _ in range(120):  # bounded
+        terms = rng.sample(vocabulary, rng.randint(1, 3))
+        query = " ".join(t.upper() if rng.random() < 0.3 else t for t in terms)
+        expected = [login for login in order if all(any(w.startswith(t) for w in words[login]) for t in terms)]
+        found, cursor = [], None
+        for _page in range(5):
+            users, cursor = await store.search_users(query, after=cursor, limit=PAGE_SIZE)
+            found += [u.login for u in users]
+            if cursor is None:
+                break
+        assert found == expected, query
 
 
 async def test_a_forged_cursor_is_refused_or_harmless(people):

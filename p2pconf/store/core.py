@@ -100,7 +100,8 @@ def is_database_url(location: str | os.PathLike | None) -> bool:
 
 _USER_COLUMNS = "id, login, name, email, active, password_hash IS NOT NULL AS has_password"
 _U_COLUMNS = ", ".join("u." + c for c in _USER_COLUMNS.split(", "))  # the same, of `users u`
-COMMON_TERM = 20_000  # words starting with a term beyond which search_users walks the directory
+FEW_MATCHES = 2_000  # a long term matching fewer is read whole; beyond, its short prefix is read in order
+COUNT_CAP, TERM_COUNT_TTL_S = 20_000, 300.0  # the search planner's word counts: counted up to, kept for
 
 
 class Store:
@@ -108,6 +109,7 @@ class Store:
 
     def __init__(self, db):
         self.db = db
+        self._counts: dict[str, tuple[int, float]] = {}  # term -> (words, valid until): see _term_counts
 
     @classmethod
     async def open(cls, location: str | Path) -> "Store":
@@ -187,17 +189,17 @@ class Store:
                     "INSERT INTO users(login, name, email, password_hash, created_at, sort_key) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [(login, name, email, pw, now, search.sort_key(name)) for login, name, email, pw in rows])
-                await self._index_logins(tx, [row[0] for row in rows])
+                await self._index_logins(tx, [row[0] for row in rows], new=True)
         except Conflict:
             raise StoreError("user-exists", f"a user {rows[0][0]!r} exists already" if len(rows) == 1
                              else "a user with one of these logins exists already") from None
 
-    async def _index_logins(self, tx, logins: list[str], chunk: int = 500) -> None:
+    async def _index_logins(self, tx, logins: list[str], chunk: int = 500, *, new: bool = False) -> None:
         for at in range(0, len(logins), chunk):
             part = [login.lower() for login in logins[at:at + chunk]]
             found = await tx.fetchall("SELECT id, login, name, email FROM users WHERE lower(login) IN ("
                                       + ", ".join("?" * len(part)) + ")", part)
-            await schema.index_users(tx, [(r["id"], r["login"], r["name"], r["email"]) for r in found])
+            await schema.index_users(tx, [(r["id"], r["login"], r["name"], r["email"]) for r in found], new=new)
 
     async def existing_logins(self, logins: list[str], chunk: int = 500) -> set[str]:
         """Which of these logins are taken (lower-cased)."""
@@ -248,7 +250,7 @@ class Store:
             if row is None:
                 raise StoreError("no-such-user", f"no user {login!r}")
             await tx.execute("UPDATE users SET active = 0 WHERE id = ?", (row["id"],))
-            await tx.execute("DELETE FROM user_words WHERE user_id = ?", (row["id"],))  # out of the directory
+            await schema.unindex_users(tx, [row["id"]])  # out of the directory
             await tx.execute("DELETE FROM sessions WHERE user_id = ?", (row["id"],))
             await self._event(tx, USER_DISABLED, row["login"])
         return await self.user_by_login(login)
@@ -261,35 +263,75 @@ class Store:
         query), in directory order: at most `limit`, and the cursor of the next page (or None).
         `after` is a cursor from an earlier answer; BadCursor when it is none of ours.
 
-        The term that the fewest words start with (a bounded count each) leads: its index
-        range is read in directory order (words carry their user's sort key), the other
-        terms are checked on each candidate's own words. A term so common that every fifth
-        word starts with it walks the directory in order instead, and meets a page early."""
+        The term with the fewest words (counts kept a while, _term_counts) leads; the others
+        are checked on each candidate's own words. A short term's people are read from
+        user_prefixes in directory order until the page is full, so a common one meets its
+        page early and nothing ever reads all the "m"s to sort them; a longer term's words
+        are read whole when there are few, else its short prefix leads in order."""
         limit = max(1, min(limit, search.PAGE_SIZE))
-        terms = [search.prefix_range(term) for term in search.query_terms(query)]
+        terms = search.query_terms(query)
         position, position_args = "", ()
         if after is not None:
             key, last_id = search.decode_cursor(after)
             position, position_args = " AND (sort_key > ? OR (sort_key = ? AND {id} > ?))", (key, key, last_id)
-        counts = [(await self.db.fetchone("SELECT COUNT(*) AS n FROM (SELECT 1 FROM user_words "
-                                          "WHERE word >= ? AND word < ? LIMIT ?) few", (*t, COMMON_TERM)))["n"]
-                  for t in terms]
-        also = "EXISTS (SELECT 1 FROM user_words o WHERE o.user_id = {id} AND o.word >= ? AND o.word < ?)"
-        if terms and min(counts) < COMMON_TERM:
-            lead = terms.pop(counts.index(min(counts)))
-            sql = ("SELECT sort_key, user_id AS id FROM user_words WHERE word >= ? AND word < ?"
-                   + position.format(id="user_id") + "".join(" AND " + also.format(id="user_id") for _ in terms)
-                   + " GROUP BY sort_key, user_id ORDER BY sort_key, user_id LIMIT ?")
-            found = await self.db.fetchall(sql, (*lead, *position_args, *(a for t in terms for a in t), limit + 1))
-            by_id = {r["id"]: r for r in await self.db.fetchall(  # (disabled users have no words)
-                f"SELECT {_USER_COLUMNS}, sort_key FROM users WHERE id IN ("
-                + ", ".join("?" * len(found)) + ")", [r["id"] for r in found])} if found else {}
-            rows = [by_id[r["id"]] for r in found if r["id"] in by_id and by_id[r["id"]]["active"]]
-        else:
-            sql = (f"SELECT {_USER_COLUMNS}, sort_key FROM users WHERE active = 1" + position.format(id="id")
-                   + "".join(" AND " + also.format(id="users.id") for _ in terms)
-                   + " ORDER BY sort_key, id LIMIT ?")
-            rows = await self.db.fetchall(sql, (*position_args, *(a for t in terms for a in t), limit + 1))
+        if not terms:
+            rows = await self.db.fetchall(f"SELECT {_USER_COLUMNS}, sort_key FROM users WHERE active = 1"
+                                          + position.format(id="id") + " ORDER BY sort_key, id LIMIT ?",
+                                          (*position_args, limit + 1))
+            return self._page(rows, limit)
+        counts = await self._term_counts(terms)
+        lead = min(terms, key=counts.__getitem__)
+        terms.remove(lead)
+        if len(lead) > search.SHORT_PREFIX and counts[lead] >= FEW_MATCHES:
+            terms.append(lead)  # too many to read whole: its short prefix in order, the term checked
+            lead = lead[:search.SHORT_PREFIX]
+        also = "EXISTS (SELECT 1 FROM user_words o WHERE o.user_id = m.user_id AND o.word >= ? AND o.word < ?)"
+        found = (f"SELECT sort_key, user_id FROM ({self._matches(lead)}) m WHERE 1 = 1"
+                 + position.format(id="user_id") + "".join(" AND " + also for _ in terms)
+                 + " ORDER BY sort_key, user_id LIMIT ?")
+        # CROSS JOIN: the page's few people first, then their rows (disabled users have no words)
+        rows = await self.db.fetchall(
+            f"SELECT {_U_COLUMNS}, u.sort_key FROM ({found}) f CROSS JOIN users u "
+            "WHERE u.id = f.user_id AND u.active = 1 ORDER BY f.sort_key, f.user_id",
+            (*self._match_args(lead), *position_args, *(a for t in terms for a in search.prefix_range(t)), limit + 1))
+        return self._page(rows, limit)
+
+    @staticmethod
+    def _matches(term: str) -> str:
+        """The (sort_key, user_id) of the people with a word starting with `term`: from the
+        prefix table, in directory order, for a short term; from the word range otherwise."""
+        if len(term) <= search.SHORT_PREFIX:
+            return "SELECT sort_key, user_id FROM user_prefixes WHERE prefix = ?"
+        return "SELECT DISTINCT sort_key, user_id FROM user_words WHERE word >= ? AND word < ?"
+
+    async def _term_counts(self, terms: list[str]) -> dict[str, int]:
+        """How many words start with each term, up to COUNT_CAP: the planner's statistics,
+        kept for TERM_COUNT_TTL_S (a stale count only makes a plan slower, never wrong)."""
+        now = time.monotonic()
+        counts = {t: c for t in terms if (c := self._counts.get(t)) and c[1] > now}
+        missing = [t for t in terms if t not in counts]
+        if missing:
+            row = await self.db.fetchone("SELECT " + ", ".join(
+                f"(SELECT COUNT(*) FROM ({self._counted(t)} LIMIT ?) few) AS n{i}" for i, t in enumerate(missing)),
+                [a for t in missing for a in (*self._match_args(t), COUNT_CAP)])
+            if len(self._counts) > 10_000:
+                self._counts.clear()
+            for i, t in enumerate(missing):
+                counts[t] = self._counts[t] = (row[f"n{i}"], now + TERM_COUNT_TTL_S)
+        return {t: c[0] for t, c in counts.items()}
+
+    @staticmethod
+    def _counted(term: str) -> str:
+        """Rows to count for `term` (words, not people: a bound is all that is needed)."""
+        if len(term) <= search.SHORT_PREFIX:
+            return "SELECT 1 FROM user_prefixes WHERE prefix = ?"
+        return "SELECT 1 FROM user_words WHERE word >= ? AND word < ?"
+
+    @staticmethod
+    def _match_args(term: str) -> tuple[str, ...]:
+        return (term,) if len(term) <= search.SHORT_PREFIX else search.prefix_range(term)
+
+    def _page(self, rows: list, limit: int) -> tuple[list[User], str | None]:
         more = len(rows) > limit
         rows = rows[:limit]
         return [self._user(r) for r in rows], (search.encode_cursor(rows[-1]["sort_key"], rows[-1]["id"])

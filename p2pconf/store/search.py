@@ -16,6 +16,7 @@ import unicodedata
 MAX_QUERY_CHARS = 100
 MAX_QUERY_TERMS = 5
 PAGE_SIZE = 50  # at most this many people per answer
+SHORT_PREFIX = 3  # prefixes up to this long are stored (user_prefixes), so a short term's people come in order
 _TOP = "\U0010ffff"  # sorts after every character: [prefix, prefix + _TOP) holds every word starting so
 
 # Letters that carry no combining accent to strip, and German umlauts' second spelling.
@@ -51,6 +52,11 @@ def words_of(name: str, login: str, email: str | None) -> set[str]:
         lowered = text.casefold()
         words.update(_words(fold(lowered)), _words(fold(lowered.translate(_UMLAUTS))))
     return words
+
+
+def prefixes_of(words: set[str]) -> set[str]:
+    """The short prefixes (1..SHORT_PREFIX characters) of a user's words: "berg" gives b, be, ber."""
+    return {word[:n] for word in words for n in range(1, SHORT_PREFIX + 1)}
 
 
 def query_terms(query: str) -> list[str]:

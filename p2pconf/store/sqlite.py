@@ -53,6 +53,7 @@ class SqliteDatabase:
         await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the directory's indexes stay in memory
         return cls(db, path)
 
     async def close(self) -> None:
