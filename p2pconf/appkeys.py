@@ -20,7 +20,7 @@ CALLS = web.AppKey("calls", Calls)
 THROTTLE = web.AppKey("throttle", LoginThrottle)
 HASHES = web.AppKey("hashes", HashPool)
 ACCESS = web.AppKey("access", "AccessWatch")  # access.AccessWatch (named: access.py imports these keys)
-SOCKETS = web.AppKey("sockets", weakref.WeakSet)
+SOCKETS = web.AppKey("sockets", weakref.WeakSet)  # the server.Outbox of every open WebSocket
 METRICS = web.AppKey("metrics", Metrics)
 
 # Per request: who is asking, a double-submit CSRF cookie a page handed out, and whether

@@ -1,10 +1,13 @@
-"""The security log: one line per refusal, throttle, flood or revocation.
+"""The event log: one line per sign-in, join, leave, resume, refusal, throttle, flood,
+revocation and process start or stop.
 
 Each line is `event=NAME key=value ...` on the `p2pconf.audit` logger, so an
-admin can grep it or feed it to fail2ban. Values are quoted when they hold
-spaces or anything unprintable (a login is user input: no forged log lines).
-Passwords and tokens are never logged, and `RedactTokens` keeps guest-link and
-SSO tokens out of aiohttp's access log.
+admin can grep it or feed it to fail2ban; `--log-format json` writes the same
+fields as one JSON object a line (JsonLines). `peer` is the session id that
+follows one client across reconnects and processes (a resumed session keeps
+it). Values are quoted when they hold spaces or anything unprintable (a login
+is user input: no forged log lines). Passwords and tokens are never logged, and
+`RedactTokens` keeps guest-link and SSO tokens out of aiohttp's access log.
 """
 
 from __future__ import annotations
@@ -21,14 +24,37 @@ _SECRETS = re.compile(r"(/j/)[^\s/?\"]+|(token=)[^\s&\"]+")
 
 
 def event(name: str, **fields: object) -> None:
-    """Log one security event; fields that are None are left out."""
-    parts = [f"event={name}"]
-    for key, value in fields.items():
-        if value is None:
-            continue
+    """Log one event; fields that are None are left out."""
+    kept = {"event": name, **{k: v for k, v in fields.items() if v is not None}}
+    parts = []
+    for key, value in kept.items():
         text = str(value)
         parts.append(f"{key}={text if _SAFE.match(text) else json.dumps(text[:200])}")
-    log.info(" ".join(parts))
+    log.info(" ".join(parts), extra={"fields": kept})
+
+
+class JsonLines(logging.Formatter):
+    """Every record as one JSON object: time, level, logger, and an event's own fields
+    (or `message` for other records)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {"time": round(record.created, 3), "level": record.levelname.lower(),
+                                   "logger": record.name}
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update((k, v if isinstance(v, (int, float, bool)) else str(v)[:200]) for k, v in fields.items())
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def use_format(kind: str) -> None:
+    """Make the root logger's handlers write `kind` lines: "plain" or "json"."""
+    if kind == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLines())
 
 
 def redact(text: str) -> str:

@@ -43,6 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
         open_rooms=args.open_rooms,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        resume_grace_s=args.resume_grace,
+        log_format=args.log_format,
     )
     if config.turn_urls and not config.turn_secret:
         return options.fail("p2pconf serve", "--turn needs the shared secret in P2PCONF_TURN_SECRET")
@@ -210,6 +212,10 @@ def parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics at /metrics on this port (default: off)")
     s.add_argument("--metrics-host", default="127.0.0.1",
                    help="address for --metrics-port (default 127.0.0.1: only this machine)")
+    s.add_argument("--resume-grace", type=options.duration, default=30.0, metavar="DURATION",
+                   help="how long a participant whose connection broke keeps its place (default 30s)")
+    s.add_argument("--log-format", choices=("plain", "json"), default="plain",
+                   help="one line per event, as key=value text or as JSON objects (default plain)")
     s.set_defaults(func=_serve)
 
     u = sub.add_parser("users", help="manage the organisation's users")

@@ -39,6 +39,8 @@ class Config:
     # 1.5 * heartbeat_s. Clients ping every `client_ping_s`.
     heartbeat_s: float = 10.0
     client_ping_s: float = 10.0
+    # A participant whose socket broke keeps its peer id, room and place this long (resume).
+    resume_grace_s: float = 30.0
 
     # Per-connection token bucket: sustained messages per second and burst size (every frame counts).
     rate_per_s: float = 50.0
@@ -68,6 +70,7 @@ class Config:
     # Prometheus metrics on a port of their own (None: off), loopback unless told otherwise.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    log_format: str = "plain"  # or "json": one object per line (audit.JsonLines)
     # Let anyone who can reach /ws join any room by name (a lab or load-test server).
     open_rooms: bool = False
 

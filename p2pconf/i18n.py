@@ -99,6 +99,7 @@ DE = {
                        "rechtzeitig gelesen. Bitte laden Sie die Seite neu.",
     "refused-flood": "Der Server hat die Verbindung beendet: zu viele Nachrichten in kurzer Zeit. Bitte laden "
                      "Sie die Seite neu.",
+    "refused-replaced": "Diese Verbindung wurde von einer neueren ersetzt.",
     "refused-other": "Der Server hat die Verbindung beendet ({code}).",
     "sign_in_again": "Erneut anmelden",
     # message pages
@@ -202,6 +203,7 @@ EN = {
                        "Please reload the page.",
     "refused-flood": "The server closed the connection: too many messages in a short time. Please reload "
                      "the page.",
+    "refused-replaced": "This connection was replaced by a newer one.",
     "refused-other": "The server closed the connection ({code}).",
     "sign_in_again": "Sign in again",
     "invite-malformed": ["Invalid link", "This invitation link is not valid. Please check that it was copied "

@@ -48,6 +48,7 @@ class Metrics:
     search_seconds: Histogram
     rings: Counter
     sign_ins: Counter
+    resumes: Counter
 
     @classmethod
     def for_hub(cls, hub) -> "Metrics":
@@ -70,6 +71,8 @@ class Metrics:
                                      fast),
             rings=counter("p2pconf_rings", "Rings ended, by outcome", "outcome"),
             sign_ins=counter("p2pconf_sign_ins", "Password sign-ins, by outcome", "outcome"),
+            resumes=counter("p2pconf_resumes", "Sessions whose socket broke: resumed, or expired after the grace "
+                                               "period", "outcome"),
         )
 
     def scrape(self) -> bytes:

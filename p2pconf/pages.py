@@ -106,6 +106,8 @@ async def sign_in_checked(request: web.Request, login: str, password: str):
         audit.event("sign-in-throttled", login=login[:64], addr=address, retry_after_s=int(wait) + 1)
     elif user is None:
         audit.event("sign-in-failed", login=login[:64], addr=address)
+    else:
+        audit.event("sign-in", login=user.login, addr=address)
     return user, wait
 
 
@@ -159,6 +161,7 @@ async def sso(request: web.Request) -> web.StreamResponse:
         return message_page(request, 403, "user-disabled")
     if (user.name, user.email) != (claims["name"], claims["email"] or user.email):
         await store.update_user(user.id, name=claims["name"], email=claims["email"])
+    audit.event("sign-in", login=user.login, addr=request.remote, via="sso")
     return await _start_session(request, user=user)
 
 

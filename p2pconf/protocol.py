@@ -23,15 +23,17 @@ MAX_SUBSCRIPTIONS = 200  # logins one connection may follow (docs/protocol.md, "
 LOGIN_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")  # logins are case-insensitive: ANNA is anna
 
 # WebSocket close codes (docs/protocol.md, "Closing").
-CLOSE_GOING_AWAY = 1001  # server shutdown
 CLOSE_TOO_LARGE = 1009  # message over MAX_MESSAGE_BYTES
 CLOSE_PROTOCOL = 4000  # handshake broken: first message not hello, bad version
 CLOSE_REVOKED = 4003  # the guest link this connection came through was revoked
 CLOSE_STALLED = 4009  # the client stopped reading its messages
+CLOSE_REPLACED = 4409  # the session was resumed on another connection (this one is stale)
+CLOSE_RESTART = 1012  # the server restarts (SIGTERM, a deploy): resume at once
+CLOSE_RECONNECTING = 4100  # from a client: it closes to reconnect and resume (1000 from a client: gone)
 CLOSE_SIGNED_OUT = 4001  # the session ended: signed out, user disabled or session expired
 CLOSE_FLOOD = 4029  # rate limit exceeded
 # After these the client must not reconnect: it is told why and stops (docs/protocol.md, "Closing").
-FINAL_CLOSE_CODES = (CLOSE_PROTOCOL, CLOSE_SIGNED_OUT, CLOSE_REVOKED, CLOSE_STALLED, CLOSE_FLOOD)
+FINAL_CLOSE_CODES = (CLOSE_PROTOCOL, CLOSE_SIGNED_OUT, CLOSE_REVOKED, CLOSE_STALLED, CLOSE_FLOOD, CLOSE_REPLACED)
 MAX_JSON_DEPTH = 32  # objects and arrays nested deeper are refused (bad-json)
 
 # Stable, machine-readable error codes carried by `error` messages.

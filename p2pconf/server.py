@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp_jinja2
 import jinja2
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 from yarl import URL
 
 from . import __version__, api, audit, pages, protocol
@@ -74,7 +74,9 @@ def create_app(config: Config | None = None) -> web.Application:
         welcome_extra={
             "heartbeat": {"serverPingS": config.heartbeat_s, "clientPingS": config.client_ping_s},
             "uploadKbps": config.upload_kbps,
+            "resumeGraceS": config.resume_grace_s,
         },
+        resume_grace_s=config.resume_grace_s,
     )
     metrics = app[METRICS] = Metrics.for_hub(app[HUB])
     app[CALLS] = Calls(app[HUB], config.ring_timeout_s, config.calls_per_minute,
@@ -84,6 +86,8 @@ def create_app(config: Config | None = None) -> web.Application:
     app[SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(open_store)
     app.cleanup_ctx.append(watch_access)
+    app.cleanup_ctx.append(pace_presence)
+    app.cleanup_ctx.append(expire_detached)
     if config.metrics_port:
         app.cleanup_ctx.append(serve_metrics)
     app.on_response_prepare.append(security_headers)
@@ -106,6 +110,44 @@ async def open_store(app: web.Application):
     app[CALLS].close()
     app[HASHES].close()
     await app[STORE].close()
+
+
+PRESENCE_PER_TURN = 128  # presence messages sent per event-loop turn: a fan-out never holds up signaling
+
+
+async def pace_presence(app: web.Application):
+    """cleanup_ctx: deliver presence changes in slices, one per turn of the event loop.
+
+    A popular user's change goes to hundreds of watchers, each a socket write; sent at
+    once they would stall a relayed offer behind them for tens of milliseconds."""
+    hub, waiting = app[HUB], asyncio.Event()
+
+    async def deliver() -> None:
+        while True:
+            await waiting.wait()
+            waiting.clear()
+            while hub.deliver_presence(PRESENCE_PER_TURN):
+                await asyncio.sleep(0)
+
+    hub.presence_waiting = waiting.set
+    task = asyncio.create_task(deliver())
+    yield
+    task.cancel()
+    hub.presence_waiting = hub.deliver_presence
+
+
+async def expire_detached(app: web.Application):
+    """cleanup_ctx: once a second, end the sessions whose grace period is over."""
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for session in app[HUB].expire_detached():
+                audit.event("resume-expired", peer=session.id, login=session.login)
+                app[METRICS].resumes.labels(PROCESS, "expired").inc()
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
 
 
 async def serve_metrics(app: web.Application):
@@ -224,10 +266,10 @@ class Outbox:
             except ConnectionError:
                 return
 
-    async def finish(self) -> None:
+    async def finish(self, timeout: float = 5.0) -> None:
         """Close (normally, unless a code was set) and wait, bounded, for the writer."""
         self.close(WSCloseCode.OK)
-        await asyncio.wait([t for t in (self.writer, self.closer) if t], timeout=5)
+        await asyncio.wait([t for t in (self.writer, self.closer) if t], timeout=timeout)
         if not self.writer.done():
             self.writer.cancel()
             await self._close_now(self.close_code or WSCloseCode.OK)
@@ -241,8 +283,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # aiohttp refuses a message of max_msg_size bytes or more; the protocol allows 64 KiB itself.
     ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=protocol.MAX_MESSAGE_BYTES + 1)
     await ws.prepare(request)
-    request.app[SOCKETS].add(ws)
     outbox = Outbox(ws, request, config.outbox_bytes)
+    request.app[SOCKETS].add(outbox)
     hub, metrics = request.app[HUB], request.app[METRICS]
     identity: Identity = request[IDENTITY]
     session = hub.connect(
@@ -252,9 +294,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         auth=identity.session_id,
         expires_at=identity.expires_at,
         close=outbox.close,
+        conn=outbox,
     )
     bucket = TokenBucket(config.rate_per_s, config.rate_burst)
-    reason = "left"
     try:
         async for frame in ws:
             if frame.type == WSMsgType.ERROR:  # e.g. over max_msg_size: aiohttp closes with 1009
@@ -279,7 +321,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 joining = time.monotonic() if kind == "join" else None
                 if kind == "join" and session.greeted and session.room is None:
                     msg = await authorize_join(request, msg)
-                hub.handle(session, msg)
+                was, in_room = session, session.room
+                session = hub.handle(session, msg)
+                if session is not was:
+                    audit.event("resume", peer=session.id, login=session.login, addr=request.remote,
+                                room=session.room.name if session.room else None)
+                    metrics.resumes.labels(PROCESS, "resumed").inc()
+                elif session.room is not in_room:
+                    audit.event("join" if session.room else "leave", peer=session.id, login=session.login,
+                                addr=request.remote, room=(session.room or in_room).name)
                 if joining is not None:
                     metrics.join_seconds.labels(PROCESS).observe(time.monotonic() - joining)
                 if msg["type"] == "hello" and session.login:
@@ -302,12 +352,19 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if outbox.close_code is not None:
                 break
     finally:
-        # A missed pong closes the transport; aiohttp may then cancel this handler.
-        if isinstance(ws.exception(), asyncio.TimeoutError):
-            reason = "timeout"
-        elif outbox.close_code not in (None, WSCloseCode.OK) or ws.close_code not in (None, WSCloseCode.OK):
-            reason = "closed"
-        hub.disconnect(session, reason)
+        # A client that closed with 1000 has gone, and a refusal for good ends the session;
+        # any other end of the socket keeps it for the grace period (docs/protocol.md, "Resuming").
+        if session.conn is not outbox:
+            pass  # resumed on another connection meanwhile
+        elif outbox.close_code in protocol.FINAL_CLOSE_CODES or isinstance(ws.exception(), WebSocketError):
+            hub.disconnect(session, "closed")  # refused for good, or broke the framing (1009: too large)
+        elif outbox.close_code is None and ws.close_code == WSCloseCode.OK:
+            hub.disconnect(session, "left")
+        else:
+            hub.detach(session, outbox)
+            if session.greeted:
+                audit.event("detached", peer=session.id, login=session.login, addr=request.remote,
+                            code=ws.close_code, grace_s=hub.resume_grace_s)
         await outbox.finish()
         await ws.close()
     return ws
@@ -327,14 +384,13 @@ def _parse(data: str) -> dict[str, Any]:
 
 
 async def close_sockets(app: web.Application) -> None:
-    """On shutdown: 1001 to every client (bounded: a client that does not read is cut)."""
-    async def close(ws: web.WebSocketResponse) -> None:
-        try:
-            await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown"), 2.0)
-        except (asyncio.TimeoutError, ConnectionError):
-            pass
-
-    await asyncio.gather(*(close(ws) for ws in list(app[SOCKETS])))
+    """On shutdown: 1012 (restart) to every client, after what was queued for it; each
+    resumes at once, on this server when it is back or on another process. Bounded: a
+    client that does not read is cut after 2 s."""
+    outboxes = list(app[SOCKETS])
+    for outbox in outboxes:
+        outbox.close(protocol.CLOSE_RESTART)
+    await asyncio.gather(*(outbox.finish(timeout=2.0) for outbox in outboxes))
 
 
 # -- running -----------------------------------------------------------------------
@@ -373,10 +429,15 @@ async def freeze_startup_objects(app: web.Application) -> None:
     gc.freeze()
 
 
+async def _log_process(event: str, config: Config) -> None:
+    audit.event(event, process=PROCESS, version=__version__, port=config.port)
+
+
 def serve(config: Config) -> None:
     """Run the server until interrupted."""
     logging.getLogger("p2pconf").setLevel(min(logging.INFO, logging.getLogger().level or logging.INFO))
     logging.getLogger("aiohttp.access").addFilter(audit.RedactTokens())
+    audit.use_format(config.log_format)
     if not config.public_url and _listens_beyond_loopback(config.host):
         print(f"warning: listening on {config.host} without --public-url: browsers are let in only by an IP "
               f"address or {config.host} (protection from DNS rebinding); set --public-url to the https "
@@ -393,6 +454,8 @@ def serve(config: Config) -> None:
     print(f"p2pconf {__version__} on {scheme}://{config.host}:{config.port}/ ({where})")
     app = create_app(config)
     app.on_startup.append(freeze_startup_objects)
+    app.on_startup.append(lambda app: _log_process("process-start", config))
+    app.on_shutdown.append(lambda app: _log_process("process-stop", config))
     web.run_app(
         app,
         host=config.host,

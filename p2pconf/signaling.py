@@ -8,6 +8,7 @@ so it can be unit-tested, and later fanned out over a message bus.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class Session:
     auth: str | None = None  # the id hash of the sign-in session behind it (store.sessions)
     expires_at: float | None = None  # when that session ends (unix time)
     close: Callable[[int], None] = lambda code: None  # close this connection with a close code
+    conn: Any = None  # the transport's handle of the connection it speaks through now
     greeted: bool = False
     name: str = ""
     room: Room | None = None
@@ -46,6 +48,13 @@ class Session:
     stats: dict[str, Message] = field(default_factory=dict)  # its last stats upload, per peer id
     stats_at: float | None = None  # monotonic time of that upload
     subscriptions: set[str] = field(default_factory=set)  # lower-cased logins whose presence it follows
+    resume_hash: str | None = None  # sha256 of the resume token its last welcome carried
+    held: list[Message] | None = None  # while its socket is gone: what it will be sent on resume
+    held_until: float | None = None  # monotonic time its grace period ends
+
+    @property
+    def detached(self) -> bool:
+        return self.held is not None
 
     def describe(self) -> Message:
         """The public view of this participant that other members receive."""
@@ -73,15 +82,27 @@ class Hub:
         max_room_size: int = 6,
         ice_servers: Callable[[str], list[Message]] = lambda peer_id: [],
         welcome_extra: Message | None = None,
+        resume_grace_s: float = 30.0,
+        max_held: int = 256,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.max_room_size = max_room_size
         self.ice_servers = ice_servers
         self.welcome_extra = welcome_extra or {}
+        self.resume_grace_s, self.max_held, self.clock = resume_grace_s, max_held, clock
         self.sessions: dict[str, Session] = {}
+        self.resumable: dict[str, Session] = {}  # resume-token hash -> its session (docs/protocol.md, "Resuming")
+        self.detached: dict[str, Session] = {}  # sessions in their grace period, oldest first
         self.rooms: dict[str, Room] = {}
         # Indexes by lower-cased login, so presence costs a user's own connections and watchers:
         self.by_login: dict[str, set[Session]] = {}  # the connections of each signed-in user
         self.watchers: dict[str, set[Session]] = {}  # the connections subscribed to each login
+        # Presence changes not yet delivered (an ordered set of logins), and the one being delivered:
+        self._changed: dict[str, None] = {}
+        self._delivering: tuple[Message, list[Session]] | None = None
+        # Called when a change waits: the server paces delivery (deliver_presence with a budget
+        # per event-loop turn); by default it is delivered at once.
+        self.presence_waiting: Callable[[], None] = self.deliver_presence
 
     # -- connections -------------------------------------------------------
 
@@ -123,6 +144,8 @@ class Hub:
         before = self._presence_of(session)
         self._leave(session, reason)
         self.sessions.pop(session.id, None)
+        self.detached.pop(session.id, None)
+        self.resumable.pop(session.resume_hash, None)
         self._follow(session, [])
         if session.login and (mine := self.by_login.get(session.login.lower())) is not None:
             mine.discard(session)
@@ -130,21 +153,97 @@ class Hub:
                 del self.by_login[session.login.lower()]
         self._announce(session, before)
 
+    def detach(self, session: Session, conn: Any = None) -> None:
+        """Its socket `conn` is gone without a `leave`: keep the session for the grace period,
+        in its room, holding what it is sent (at most max_held messages), so that a `hello`
+        with its resume token takes it up again. A session that never shook hands is just
+        forgotten; one that has moved to another connection meanwhile is left alone."""
+        if session.conn is not conn or session.id not in self.sessions:
+            return
+        if not session.greeted or self.resume_grace_s <= 0:
+            self.disconnect(session, "closed")
+            return
+        session.held, session.held_until = [], self.clock() + self.resume_grace_s
+        session.send, session.close, session.conn = self._holder(session), lambda code: None, None
+        self.detached[session.id] = session
+
+    def _holder(self, session: Session) -> Callable[[Message], None]:
+        def hold(msg: Message) -> None:
+            if session.held is not None and len(session.held) < self.max_held:
+                session.held.append(msg)
+            elif session.held is not None:  # it could not catch up: no resume
+                session.held_until = 0.0
+        return hold
+
+    def expire_detached(self) -> list[Session]:
+        """End the sessions whose grace period is over (or that held too much): their rooms
+        hear `peer-left` with reason "timeout". Called about once a second."""
+        now, ended = self.clock(), []
+        for session in list(self.detached.values()):
+            if session.held_until is not None and session.held_until <= now:
+                self.disconnect(session, "timeout")
+                ended.append(session)
+        return ended
+
+    def _resume(self, fresh: Session, token: Any) -> Session | None:
+        """The detached (or not yet detached) session `token` was issued to, taken up by the
+        connection of `fresh`; None when the token is unknown, used, or not this client's."""
+        if not isinstance(token, str) or len(token) > 128:
+            return None
+        old = self.resumable.get(_token_hash(token))
+        if old is None or (old.login, old.guest_room, old.auth) != (fresh.login, fresh.guest_room, fresh.auth) \
+                or (old.held_until is not None and old.held_until <= self.clock()):
+            return None
+        if not old.detached:  # its old socket is still open on our side: that one is stale
+            old.close(protocol.CLOSE_REPLACED)
+        held = old.held or []
+        old.send, old.close, old.conn, old.expires_at = fresh.send, fresh.close, fresh.conn, fresh.expires_at
+        old.held = old.held_until = None
+        self.detached.pop(old.id, None)
+        self.sessions.pop(fresh.id, None)
+        if fresh.login and (mine := self.by_login.get(fresh.login.lower())) is not None:
+            mine.discard(fresh)
+        self._welcome(old, resumed=True)
+        for msg in held:
+            old.send(msg)
+        return old
+
     # -- presence ----------------------------------------------------------
 
     def _presence_of(self, session: Session) -> str | None:
         return self.presence(session.login) if session.login else None
 
     def _announce(self, session: Session, before: str | None) -> None:
-        """Tell the watchers of `session`'s user its presence, if it is no longer `before`."""
+        """Note a change of `session`'s user's presence for its watchers, if it is no longer `before`."""
         if not session.login:
             return
         login = session.login.lower()
-        now = self.presence(login)
-        if now != before:
-            update = protocol.Shared(type="presence", users={login: now})
-            for watcher in list(self.watchers.get(login, ())):
-                watcher.send(update)
+        if self.presence(login) != before:
+            self._changed[login] = None
+            self.presence_waiting()
+
+    def deliver_presence(self, budget: int | None = None) -> bool:
+        """Send changed logins' presence to their watchers, at most `budget` messages (all
+        without one); True when some are left. What is sent is the state at delivery, to the
+        watchers of that moment: a change that waited is never older than a later snapshot,
+        and two changes of one login that waited together reach its watchers once."""
+        sent = 0
+        for _ in range(len(self._changed) + 1):  # bounded: each round takes one login off
+            if self._delivering is None:
+                if not self._changed:
+                    return False
+                login = next(iter(self._changed))
+                del self._changed[login]
+                update = protocol.Shared(type="presence", users={login: self.presence(login)})
+                self._delivering = (update, list(self.watchers.get(login, ())))
+            update, watchers = self._delivering
+            while watchers:
+                if budget is not None and sent >= budget:
+                    return True
+                watchers.pop().send(update)
+                sent += 1
+            self._delivering = None
+        return bool(self._changed)
 
     def _follow(self, session: Session, logins: list[str]) -> None:
         """Make `logins` (lower-cased) the set `session` watches, in both indexes."""
@@ -169,8 +268,9 @@ class Hub:
 
     # -- messages ----------------------------------------------------------
 
-    def handle(self, session: Session, msg: Message) -> None:
-        """Act on one parsed message from `session`.
+    def handle(self, session: Session, msg: Message) -> Session:
+        """Act on one parsed message from `session`; returns the session the connection speaks
+        for from now on (another one after a `hello` that resumed it).
 
         Raises HandshakeError when the connection must be closed and
         ProtocolError for a refused message (the connection stays open).
@@ -179,8 +279,7 @@ class Hub:
         if not session.greeted:
             if kind != "hello":
                 raise HandshakeError("bad-message", "the first message must be hello")
-            self._hello(session, msg)
-            return
+            return self._hello(session, msg)
         if kind not in protocol.CLIENT_TYPES:
             raise ProtocolError("unknown-type", f"unknown message type {kind!r}")
         sender = msg.get("from")
@@ -207,15 +306,28 @@ class Hub:
             self._quality(session, msg)
         else:
             self._signal(session, msg)
+        return session
 
-    def _hello(self, session: Session, msg: Message) -> None:
+    def _hello(self, session: Session, msg: Message) -> Session:
         if not protocol.is_version(msg.get("version")):
             raise HandshakeError(
                 "version-unsupported",
                 f"server speaks version {protocol.PROTOCOL_VERSION}, got {msg.get('version')!r}",
             )
+        if "resume" in msg and (resumed := self._resume(session, msg["resume"])) is not None:
+            return resumed
         before = self._presence_of(session)
         session.greeted = True
+        self._welcome(session, resumed=False)
+        self._announce(session, before)
+        return session
+
+    def _welcome(self, session: Session, *, resumed: bool) -> None:
+        """Send `welcome` with a fresh resume token (the last one is used up)."""
+        token = secrets.token_urlsafe(24)
+        self.resumable.pop(session.resume_hash, None)
+        session.resume_hash = _token_hash(token)
+        self.resumable[session.resume_hash] = session
         session.send(
             {
                 "type": "welcome",
@@ -223,10 +335,12 @@ class Hub:
                 "id": session.id,
                 "iceServers": self.ice_servers(session.id),
                 "maxRoomSize": self.max_room_size,
+                "resume": token,
+                "resumed": resumed,
+                **({"room": session.room.name} if resumed and session.room else {}),
                 **self.welcome_extra,
             }
         )
-        self._announce(session, before)
 
     def _join(self, session: Session, msg: Message) -> None:
         if session.room is not None:
@@ -306,6 +420,10 @@ class Hub:
             raise ProtocolError("unknown-peer", f"no peer {target_id!r} in your room")
         payload = protocol.check_signal(msg)
         target.send({"type": msg["type"], "from": session.id, "to": target_id, **payload})
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def link_matrix(room: Room) -> Message:

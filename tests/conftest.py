@@ -64,7 +64,8 @@ async def chromium():
 @pytest.fixture
 def config(tmp_path) -> Config:
     # open_rooms: the protocol tests join rooms by name; access control has its own tests
-    return Config(data_dir=tmp_path / "data", heartbeat_s=1.0, client_ping_s=0.5, open_rooms=True)
+    # resume_grace_s=1: a broken socket's room hears of it within 2 s (30 s by default)
+    return Config(data_dir=tmp_path / "data", heartbeat_s=1.0, client_ping_s=0.5, open_rooms=True, resume_grace_s=1.0)
 
 
 @pytest.fixture

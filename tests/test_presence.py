@@ -9,7 +9,9 @@ import pytest
 
 from p2pconf import protocol
 from p2pconf.appkeys import HUB
+from p2pconf.config import Config
 from p2pconf.protocol import ProtocolError
+from p2pconf.signaling import Hub
 
 from .conftest import wait_until
 from .org import Browser, base_of, guest_link, signed_in
@@ -245,3 +247,81 @@ async def test_a_change_costs_only_the_users_own_watchers(org, monkeypatch):
         await http.close()
     await wait_until(lambda: not hub.sessions)
     assert hub.watchers == {} and hub.by_login == {}
+
+
+# -- paced delivery (Hub.deliver_presence, server.pace_presence) ----------------------------------
+
+
+def paced_hub(watchers: int) -> tuple[Hub, list, list]:
+    """A hub whose changes wait for deliver_presence; `watchers` connections follow "anna"."""
+    hub, inbox = Hub(), []
+    hub.presence_waiting = lambda: None
+    pages = []
+    for _ in range(watchers):
+        page = hub.connect(lambda msg, box=[]: (box.append(msg), inbox.append(msg)), login="carla")
+        hub.handle(page, {"type": "hello", "version": protocol.PROTOCOL_VERSION})
+        hub.handle(page, {"type": "subscribe", "logins": ["anna"]})
+        pages.append(page)
+    inbox.clear()
+    return hub, inbox, pages
+
+
+def test_a_change_waits_and_goes_out_in_slices_of_the_budget():
+    hub, inbox, _ = paced_hub(70)
+    anna = hub.connect(lambda msg: None, login="anna")
+    hub.handle(anna, {"type": "hello", "version": protocol.PROTOCOL_VERSION})
+    assert inbox == []  # waiting for the pacer
+    assert hub.deliver_presence(32) is True and len(inbox) == 32
+    assert hub.deliver_presence(32) is True and len(inbox) == 64
+    assert hub.deliver_presence(32) is False and len(inbox) == 70
+    assert inbox == [presence("anna", "online")] * 70
+
+
+def test_what_waited_is_the_state_at_delivery_once_and_never_older_than_a_snapshot():
+    hub, inbox, pages = paced_hub(3)
+    anna = hub.connect(lambda msg: None, login="anna")
+    hub.handle(anna, {"type": "hello", "version": protocol.PROTOCOL_VERSION})
+    hub.handle(anna, {"type": "join", "room": "r", "name": "Anna"})  # online, then in a call: one change waits
+    late = hub.connect(inbox.append, login="dora")
+    hub.handle(late, {"type": "hello", "version": protocol.PROTOCOL_VERSION})
+    inbox.clear()  # its welcome
+    hub.handle(late, {"type": "subscribe", "logins": ["anna"]})
+    assert inbox == [presence("anna", "in-call")]  # the snapshot
+    assert hub.deliver_presence(None) is False
+    assert inbox == [presence("anna", "in-call")] * 5  # 3 + the late page: in-call, never "online"
+    hub.disconnect(pages[0])  # a watcher that left before delivery hears nothing
+    hub.disconnect(anna)
+    inbox.clear()
+    hub.deliver_presence(None)
+    assert inbox == [presence("anna", "offline")] * 3
+
+
+async def test_the_server_delivers_at_most_its_budget_per_turn_of_the_loop():
+    from p2pconf import server
+    from p2pconf.appkeys import HUB as HUB_KEY
+    app = server.create_app(Config(data_dir=None))
+    hub, inbox, _ = paced_hub(100)
+    app[HUB_KEY] = hub
+    turns, per_turn = 0, []
+
+    async def count_turns() -> None:
+        nonlocal turns
+        for _ in range(1000):  # bounded
+            per_turn.append(len(inbox))
+            turns += 1
+            await asyncio.sleep(0)
+
+    ctx = server.pace_presence(app)
+    await ctx.__anext__()
+    try:
+        counter = asyncio.create_task(count_turns())
+        anna = hub.connect(lambda msg: None, login="anna")
+        hub.handle(anna, {"type": "hello", "version": protocol.PROTOCOL_VERSION})
+        await wait_until(lambda: len(inbox) == 100)
+        counter.cancel()
+    finally:
+        with pytest.raises(StopAsyncIteration):
+            await ctx.__anext__()
+    sent_per_turn = [b - a for a, b in zip(per_turn, per_turn[1:])]
+    assert max(sent_per_turn) <= server.PRESENCE_PER_TURN
+    assert len([n for n in sent_per_turn if n]) >= 100 // server.PRESENCE_PER_TURN

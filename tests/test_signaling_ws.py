@@ -198,8 +198,9 @@ async def test_vanished_client_is_noticed_and_the_room_told(connect, client, con
     await a.join("r", "A")
     await silent.join("r", "Ghost")
     await a.expect("peer-joined")
-    # heartbeat_s=1: ping after 1 s of silence, dead 0.5 s later (15 s with the defaults)
-    left = await a.expect("peer-left", timeout=1.5 * config.heartbeat_s + 2)
+    # heartbeat_s=1: ping after 1 s of silence, dead 0.5 s later; then the grace period of 1 s
+    # for a resume, checked every second (45 s with the defaults)
+    left = await a.expect("peer-left", timeout=1.5 * config.heartbeat_s + config.resume_grace_s + 2)
     assert left == {"type": "peer-left", "id": silent.id, "reason": "timeout"}
 
 
@@ -232,7 +233,7 @@ async def test_forwarded_headers_only_from_trusted_proxies(aiohttp_client, confi
     await ws.close()
 
 
-async def test_shutdown_closes_sockets_with_going_away(aiohttp_server, config):
+async def test_shutdown_closes_sockets_with_restart(aiohttp_server, config):
     server = await aiohttp_server(create_app(config))
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(server.make_url("/ws"))
@@ -241,7 +242,7 @@ async def test_shutdown_closes_sockets_with_going_away(aiohttp_server, config):
         closing = asyncio.create_task(server.close())
         frame = await ws.receive(timeout=5)
         assert frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
-        assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
+        assert ws.close_code == protocol.CLOSE_RESTART  # 1012: resume at once
         await closing
 
 

@@ -176,6 +176,8 @@ class Bot:
         elif kind in ("offer", "answer", "candidate", "renegotiate"):
             if link := self.links.get(msg["from"]):
                 link.inbox.put_nowait(msg)
+        elif kind == "resumed":  # same id, same room: the links carry on as they are
+            log.info("%s: resumed its session after a broken connection", self.name)
         elif kind == "reconnected":
             for link in list(self.links.values()):
                 await self._drop(link)

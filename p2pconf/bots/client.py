@@ -2,9 +2,12 @@
 
 It knows messages, not media: the owner passes one `on_message` coroutine that
 receives every server message, in order. The client pings the server, notices a
-dead one (no message for two ping intervals) and reconnects with backoff,
-re-joining the same room under a new peer id; the owner hears a synthetic
-{"type": "reconnected"} message and must rebuild its peer connections.
+dead one (no message for two ping intervals) and reconnects with backoff (at
+once after a restart, 1012), resuming its session with the token of its last
+`welcome`: same peer id, same room, and the owner hears {"type": "resumed"}
+and keeps its peer connections. When the server no longer holds the session,
+the client re-joins the same room under a new peer id; the owner hears a
+synthetic {"type": "reconnected"} message and must rebuild its peer connections.
 
 Some refusals are final (docs/protocol.md, "Closing"): a close with one of
 protocol.FINAL_CLOSE_CODES, or `forbidden` in answer to `join`. After one the
@@ -104,7 +107,8 @@ class SignalingClient:
         self.id: str | None = None
         self.welcome: Message = {}
         self.joined: Message | None = None
-        self.reconnects = 0
+        self.reconnects = 0  # re-joined under a new id
+        self.resumes = 0  # resumed under the same id
         self.refused: Refused | None = None  # set once, when the server refused for good
         self._join_request: Message | None = None
         self._http_session: aiohttp.ClientSession | None = None
@@ -163,11 +167,11 @@ class SignalingClient:
                 pass
 
     async def close(self) -> None:
-        """Leave and close for good."""
+        """Leave and close for good (1000: the server ends the session at once)."""
         self._closing = True
         if self._ws is not None and not self._ws.closed:
             await self.send({"type": "leave"})
-            await self._ws.close()
+            await self._ws.close(code=aiohttp.WSCloseCode.OK)
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -179,7 +183,10 @@ class SignalingClient:
     async def _open(self) -> None:
         # What the server forwards may exceed 64 KiB by the `from` it stamps on: allow room for it.
         self._ws = await self._http.ws_connect(self.url, max_msg_size=2 * protocol.MAX_MESSAGE_BYTES)
-        await self._ws.send_json({"type": "hello", "version": protocol.PROTOCOL_VERSION})
+        hello = {"type": "hello", "version": protocol.PROTOCOL_VERSION}
+        if self.welcome.get("resume"):
+            hello["resume"] = self.welcome["resume"]
+        await self._ws.send_json(hello)
         self.welcome = await self._expect("welcome")
         self.id = self.welcome["id"]
 
@@ -239,13 +246,16 @@ class SignalingClient:
             if refusal is not None:
                 await self._refuse(refusal)
                 return
-            # The server vanished or closed on us: reconnect with jittered backoff.
+            # The server vanished or closed on us: reconnect with jittered backoff, at once
+            # after a restart.
+            wait = random.uniform(0, 0.1) if self._ws.close_code == protocol.CLOSE_RESTART else backoff
             while not self._closing:
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, self.max_backoff_s)
+                await asyncio.sleep(wait * random.uniform(0.8, 1.2))
+                wait = backoff = min(backoff * 2, self.max_backoff_s)
                 try:
                     await self._open()
-                    await self._send_join()
+                    if not self.welcome.get("resumed"):
+                        await self._send_join()
                 except Refused as exc:
                     await self._refuse(exc)
                     return
@@ -253,8 +263,12 @@ class SignalingClient:
                     log.info("reconnect failed: %s", exc)
                     continue
                 backoff = 0.5
-                self.reconnects += 1
-                await self.on_message({"type": "reconnected", "joined": self.joined})
+                if self.welcome.get("resumed"):
+                    self.resumes += 1
+                    await self.on_message({"type": "resumed"})
+                else:
+                    self.reconnects += 1
+                    await self.on_message({"type": "reconnected", "joined": self.joined})
                 break
 
     async def _refuse(self, refusal: Refused) -> None:
@@ -280,7 +294,7 @@ class SignalingClient:
                     frame = await ws.receive(timeout=self._ping_s)
                 except asyncio.TimeoutError:
                     log.warning("server silent for %.0f s, reconnecting", 2 * self._ping_s)
-                    await ws.close()
+                    await ws.close(code=protocol.CLOSE_RECONNECTING)
                     return None
             if frame.type != aiohttp.WSMsgType.TEXT:  # closed, closing or error
                 return self._refusal(frame)

@@ -235,6 +235,7 @@ async function showSelf() {
 
 function listenForCalls() {
   const conn = new ServerConnection(serverUrl());
+  addEventListener('pagehide', () => conn.close());  // gone: offline now, not after the grace period
   let stopRinging = null;
   conn.onmessage = (msg) => {
     if (msg.type === 'presence') {

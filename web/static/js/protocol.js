@@ -9,6 +9,10 @@ export const CLOSE_SIGNED_OUT = 4001;  // the session ended: signed out elsewher
 export const CLOSE_REVOKED = 4003;     // the guest link this connection came through was revoked
 export const CLOSE_STALLED = 4009;     // the client stopped reading its messages
 export const CLOSE_FLOOD = 4029;       // too many messages
+export const CLOSE_REPLACED = 4409;    // this session was resumed on another connection
+export const CLOSE_RESTART = 1012;     // the server restarts: resume at once
+export const CLOSE_GONE = 1000;        // from the client: it has gone (no resume)
+export const CLOSE_RECONNECTING = 4100;  // from the client: it closes to reconnect and resume
 
 /**
  * The close codes after which the client must not reconnect, each with a stable name the UI
@@ -22,6 +26,7 @@ export const FINAL_CLOSE_CODES = Object.freeze({
   [CLOSE_REVOKED]: 'revoked',
   [CLOSE_STALLED]: 'stalled',
   [CLOSE_FLOOD]: 'flood',
+  [CLOSE_REPLACED]: 'replaced',
 });
 
 /**
@@ -57,6 +62,8 @@ export class ServerConnection {
     this.id = null;
     this.welcome = null;
     this.joinRequest = null;
+    /** @type {string|null} the token of the last welcome: a reconnect resumes this session with it */
+    this.resumeToken = null;
     /** @type {string[]|null} the logins whose presence this connection follows (sent again after a reconnect) */
     this.subscription = null;
     /** true after close() or a final refusal: no more sockets are opened */
@@ -74,6 +81,12 @@ export class ServerConnection {
     this.onmessage = () => {};
     /** @type {(joined: object) => void} after a reconnect re-joined the room under a new id */
     this.onreconnected = () => {};
+    /**
+     * After a reconnect resumed the session: same id, same room, the peer connections stay
+     * as they are; what the server held meanwhile follows through onmessage.
+     * @type {() => void}
+     */
+    this.onresumed = () => {};
     /** @type {(lost: boolean) => void} true while the server is unreachable (and a reconnect is tried) */
     this.onconnectionlost = () => {};
     /**
@@ -106,9 +119,12 @@ export class ServerConnection {
       socket.onopen = resolve;
       socket.onerror = () => reject(new Error('cannot reach the server'));
     });
-    socket.send(JSON.stringify({type: 'hello', version: PROTOCOL_VERSION}));
+    const hello = {type: 'hello', version: PROTOCOL_VERSION};
+    if (this.resumeToken) hello.resume = this.resumeToken;
+    const welcome = this.expect('welcome');
+    socket.send(JSON.stringify(hello));
     try {
-      this.welcome = await this.expect('welcome');
+      this.welcome = await welcome;
     } catch (e) {
       // An error instead of welcome: the server closes next (4000), and the close code
       // decides whether this is final. Wait for it, a little.
@@ -116,11 +132,14 @@ export class ServerConnection {
       throw e;
     }
     this.id = this.welcome.id;
+    this.resumeToken = this.welcome.resume || null;
     socket.onmessage = (e) => this.deliver(JSON.parse(e.data));
     this.ready = true;
     this.lastMessage = Date.now();
     this.watch();
-    if (this.subscription && this.subscription.length) this.send({type: 'subscribe', logins: this.subscription});
+    if (this.subscription && this.subscription.length && !this.welcome.resumed) {
+      this.send({type: 'subscribe', logins: this.subscription});
+    }
     return this.welcome;
   }
 
@@ -167,12 +186,12 @@ export class ServerConnection {
     this.send({type: 'media', media});
   }
 
-  /** Leave the room and close for good. */
+  /** Leave the room and close for good (1000: the server ends the session at once). */
   close() {
     this.closing = true;
     clearTimeout(this.timer);
-    this.send({type: 'leave'});
-    if (this.socket) this.socket.close();
+    if (this.joinRequest) this.send({type: 'leave'});
+    if (this.socket) this.socket.close(CLOSE_GONE);
   }
 
   /**
@@ -220,7 +239,7 @@ export class ServerConnection {
     this.timer = setTimeout(() => {
       const silent = Date.now() - this.lastMessage;
       if (silent >= 2 * pingMs) {
-        if (this.socket) this.socket.close();
+        if (this.socket) this.socket.close(CLOSE_RECONNECTING);
         return;
       }
       if (silent >= pingMs) this.send({type: 'ping'});
@@ -240,7 +259,7 @@ export class ServerConnection {
     if (this.closing) return;  // close() asked for it, or refused already
     this.onclose(code, reason, final);
     if (final) this.refuse(code, reason);
-    else if (this.ready) this.lost();
+    else if (this.ready) this.lost(code === CLOSE_RESTART);
   }
 
   /** Stop for good: no socket is opened again; tells the UI once. @param {number|string} code @param {string} message */
@@ -258,19 +277,32 @@ export class ServerConnection {
                          {final: Boolean(this.refused), code: this.refused?.code});
   }
 
-  /** Reconnect with jittered exponential backoff until it works, close() is called or the server refuses for good. */
-  async lost() {
+  /**
+   * Reconnect with jittered exponential backoff (the first try at once after a server
+   * restart, 1012) until it works, close() is called or the server refuses for good. The
+   * session is resumed when the server still holds it; otherwise the room is joined again.
+   * @param {boolean} [now]
+   */
+  async lost(now = false) {
     clearTimeout(this.timer);
     if (this.closing || this.reconnecting) return;
     this.reconnecting = true;
     this.onconnectionlost(true);
+    let wait = now ? 100 * Math.random() : this.backoff * (0.8 + 0.4 * Math.random());
     try {
       while (!this.closing) {
-        await new Promise((r) => setTimeout(r, this.backoff * (0.8 + 0.4 * Math.random())));
+        await new Promise((r) => setTimeout(r, wait));
+        wait = this.backoff * (0.8 + 0.4 * Math.random());
         this.backoff = Math.min(this.backoff * 2, 10000);
         if (this.closing) return;
         try {
           await this.connect();
+          if (this.welcome.resumed) {
+            this.backoff = 500;
+            this.onconnectionlost(false);
+            this.onresumed();
+            return;
+          }
           const joined = this.joinRequest ? await this.join(this.joinRequest.room, this.joinRequest.name,
                                                             this.joinRequest.media) : null;
           this.backoff = 500;

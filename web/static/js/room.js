@@ -289,6 +289,8 @@ async function main() {
     else if (['offer', 'answer', 'candidate', 'renegotiate'].includes(msg.type)) mesh.signal(msg);
   };
   conn.onconnectionlost = (lost) => { if (!over) say(lost ? t('server_lost') : ''); };
+  // A closed tab has gone: the others hear it now, not after the grace period.
+  addEventListener('pagehide', () => conn.close());
   conn.onreconnected = (again) => {
     mesh.close();
     focusOf.clear();
