@@ -20,6 +20,7 @@ CALLS = web.AppKey("calls", Calls)
 THROTTLE = web.AppKey("throttle", LoginThrottle)
 HASHES = web.AppKey("hashes", HashPool)
 ACCESS = web.AppKey("access", "AccessWatch")  # access.AccessWatch (named: access.py imports these keys)
+CLUSTER = web.AppKey("cluster", "Cluster")  # cluster.Cluster, with --redis (named: cluster.py imports signaling)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)  # the server.Outbox of every open WebSocket
 METRICS = web.AppKey("metrics", Metrics)
 

@@ -44,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         resume_grace_s=args.resume_grace,
+        redis_url=args.redis,
         log_format=args.log_format,
     )
     if config.turn_urls and not config.turn_secret:
@@ -214,6 +215,9 @@ def parser() -> argparse.ArgumentParser:
                    help="address for --metrics-port (default 127.0.0.1: only this machine)")
     s.add_argument("--resume-grace", type=options.duration, default=30.0, metavar="DURATION",
                    help="how long a participant whose connection broke keeps its place (default 30s)")
+    s.add_argument("--redis", metavar="URL", type=options.redis_url,
+                   help="share rooms and sessions with other p2pconf processes through this Redis "
+                        "(redis://host:6379/0); without it one process serves alone")
     s.add_argument("--log-format", choices=("plain", "json"), default="plain",
                    help="one line per event, as key=value text or as JSON objects (default plain)")
     s.set_defaults(func=_serve)

@@ -41,6 +41,8 @@ class Config:
     client_ping_s: float = 10.0
     # A participant whose socket broke keeps its peer id, room and place this long (resume).
     resume_grace_s: float = 30.0
+    # Other server processes of the organisation share rooms and sessions through this Redis.
+    redis_url: str | None = None
 
     # Per-connection token bucket: sustained messages per second and burst size (every frame counts).
     rate_per_s: float = 50.0

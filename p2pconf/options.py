@@ -81,6 +81,13 @@ def database_url(text: str) -> str:
     return text.strip()
 
 
+def redis_url(text: str) -> str:
+    """A Redis URL (redis://, rediss:// or unix://)."""
+    if not text.strip().startswith(("redis://", "rediss://", "unix://")):
+        raise argparse.ArgumentTypeError(f"must be a Redis URL like redis://127.0.0.1:6379/0, not {text!r}")
+    return text.strip()
+
+
 def network(text: str) -> str:
     try:
         ipaddress.ip_network(text, strict=False)

@@ -10,6 +10,7 @@ import gc
 import importlib.resources
 import ipaddress
 import logging
+import secrets
 import ssl
 import sys
 import time
@@ -19,14 +20,16 @@ from typing import Any
 
 import aiohttp_jinja2
 import jinja2
+import redis.asyncio as redis
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 from yarl import URL
 
 from . import __version__, api, audit, pages, protocol
 from .access import watch_access
-from .appkeys import CALLS, CONFIG, HASHES, HUB, IDENTITY, METRICS, SOCKETS, STORE, THROTTLE
+from .appkeys import CALLS, CLUSTER, CONFIG, HASHES, HUB, IDENTITY, METRICS, SOCKETS, STORE, THROTTLE
 from .auth import HashPool, Identity, LoginThrottle
 from .calls import Calls
+from .cluster import Cluster
 from .config import Config
 from .ice import ice_servers_for
 from .metrics import PROCESS, Metrics, metrics_app
@@ -44,7 +47,7 @@ from .middleware import (
     security_headers,
 )
 from .ratelimit import TokenBucket
-from .signaling import HandshakeError, Hub, ProtocolError
+from .signaling import HandshakeError, Hub, ProtocolError, Session
 from .store import Store, StoreError
 
 log = logging.getLogger("p2pconf.server")
@@ -90,6 +93,8 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(expire_detached)
     if config.metrics_port:
         app.cleanup_ctx.append(serve_metrics)
+    if config.redis_url:
+        app.cleanup_ctx.append(join_cluster)
     app.on_response_prepare.append(security_headers)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True)
     pages.routes(app)
@@ -110,6 +115,17 @@ async def open_store(app: web.Application):
     app[CALLS].close()
     app[HASHES].close()
     await app[STORE].close()
+
+
+async def join_cluster(app: web.Application):
+    """cleanup_ctx: share rooms, routing and resumable sessions with the other processes."""
+    config = app[CONFIG]
+    # its own name in the cluster: a restarted process (same host and pid, in a container) is another one
+    cluster = app[CLUSTER] = Cluster(redis.from_url(config.redis_url), app[HUB], f"{PROCESS}:{secrets.token_hex(3)}",
+                                     grace_s=config.resume_grace_s)
+    await cluster.start()
+    yield
+    await cluster.stop()
 
 
 PRESENCE_PER_TURN = 128  # presence messages sent per event-loop turn: a fan-out never holds up signaling
@@ -322,7 +338,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 if kind == "join" and session.greeted and session.room is None:
                     msg = await authorize_join(request, msg)
                 was, in_room = session, session.room
-                session = hub.handle(session, msg)
+                session = await handle(request, session, msg)
                 if session is not was:
                     audit.event("resume", peer=session.id, login=session.login, addr=request.remote,
                                 room=session.room.name if session.room else None)
@@ -370,6 +386,30 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+async def handle(request: web.Request, session: Session, msg: dict[str, Any]) -> Session:
+    """hub.handle, and with other processes (--redis) what they must know first: a seat in a
+    room before a join, and a session that lived on another process before a resume."""
+    hub, cluster = request.app[HUB], request.app.get(CLUSTER)
+    if cluster is None:
+        return hub.handle(session, msg)
+    kind = msg["type"]
+    if kind == "hello" and not session.greeted and protocol.is_version(msg.get("version")) \
+            and "resume" in msg and not hub.can_resume(msg["resume"]):
+        adopted = await cluster.adopt(session, msg["resume"])
+        if adopted is not None:
+            return adopted
+    if kind == "join" and session.greeted and session.room is None:
+        room = protocol.clean_room(msg.get("room"))
+        await cluster.before_join(session, room, {"id": session.id, "name": protocol.clean_name(msg.get("name")),
+                                                  "media": protocol.clean_media(msg.get("media")), "focus": None})
+        try:
+            return hub.handle(session, msg)
+        finally:
+            if session.room is None:
+                await cluster.after_failed_join(session, room)
+    return hub.handle(session, msg)
+
+
 def _parse(data: str) -> dict[str, Any]:
     """The message as a dict; ProtocolError (bad-json, bad-message) refuses it."""
     try:
@@ -412,6 +452,14 @@ async def _count_users(config: Config) -> int:
         await store.close()
 
 
+async def _ping_redis(url: str) -> None:
+    client = redis.from_url(url)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
 def _listens_beyond_loopback(host: str) -> bool:
     if host == "localhost":
         return False
@@ -447,6 +495,11 @@ def serve(config: Config) -> None:
         users = asyncio.run(_count_users(config))
     except StoreError as exc:  # e.g. PostgreSQL unreachable: one line, no traceback
         sys.exit(f"p2pconf serve: {exc}")
+    if config.redis_url:
+        try:
+            asyncio.run(_ping_redis(config.redis_url))
+        except (redis.RedisError, OSError) as exc:  # one line, no traceback (like an unreachable PostgreSQL)
+            sys.exit(f"p2pconf serve: cannot reach Redis at {URL(config.redis_url).with_password(None)}: {exc}")
     if users == 0:
         print(f"No users yet. Add the first one with:\n"
               f"  p2pconf users add LOGIN --name 'Display Name' --password-stdin {where}")

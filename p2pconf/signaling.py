@@ -51,6 +51,7 @@ class Session:
     resume_hash: str | None = None  # sha256 of the resume token its last welcome carried
     held: list[Message] | None = None  # while its socket is gone: what it will be sent on resume
     held_until: float | None = None  # monotonic time its grace period ends
+    seated_with: set[str] | None = None  # with other processes: the room's members when it took its seat
 
     @property
     def detached(self) -> bool:
@@ -73,6 +74,25 @@ class Room:
                 member.send(msg)
 
 
+class Peers:
+    """What a Hub tells the other server processes (cluster.Cluster); alone, nothing."""
+
+    def issued(self, session: Session) -> None:
+        """`session` has a new resume token (and its state may have changed)."""
+
+    def joined(self, session: Session) -> None:
+        """`session` is now a member of its room, or changed what the others see of it."""
+
+    def left(self, session: Session, room: Room) -> None:
+        """`session` is no longer a member of `room`."""
+
+    def detached(self, session: Session) -> None:
+        """`session`'s socket is gone; it waits for a resume until session.held_until."""
+
+    def gone(self, session: Session) -> None:
+        """`session` has ended (it cannot be resumed any more)."""
+
+
 class Hub:
     """All rooms of one server process and the rules for moving messages between them."""
 
@@ -93,6 +113,7 @@ class Hub:
         self.sessions: dict[str, Session] = {}
         self.resumable: dict[str, Session] = {}  # resume-token hash -> its session (docs/protocol.md, "Resuming")
         self.detached: dict[str, Session] = {}  # sessions in their grace period, oldest first
+        self.peers = Peers()  # the other server processes, if any (cluster.py)
         self.rooms: dict[str, Room] = {}
         # Indexes by lower-cased login, so presence costs a user's own connections and watchers:
         self.by_login: dict[str, set[Session]] = {}  # the connections of each signed-in user
@@ -143,7 +164,8 @@ class Hub:
         a change of presence."""
         before = self._presence_of(session)
         self._leave(session, reason)
-        self.sessions.pop(session.id, None)
+        if self.sessions.pop(session.id, None) is not None:
+            self.peers.gone(session)
         self.detached.pop(session.id, None)
         self.resumable.pop(session.resume_hash, None)
         self._follow(session, [])
@@ -166,6 +188,7 @@ class Hub:
         session.held, session.held_until = [], self.clock() + self.resume_grace_s
         session.send, session.close, session.conn = self._holder(session), lambda code: None, None
         self.detached[session.id] = session
+        self.peers.detached(session)
 
     def _holder(self, session: Session) -> Callable[[Message], None]:
         def hold(msg: Message) -> None:
@@ -185,6 +208,39 @@ class Hub:
                 ended.append(session)
         return ended
 
+    def take_over(self, fresh: Session, state: Message, room: Room | None, held: list[Message]) -> Session:
+        """A session that lived on another process resumes here (cluster.Cluster.adopt):
+        `fresh`'s connection now speaks for peer `state["id"]`, a member of `room` (this
+        process's copy of it), and is sent what was held for it."""
+        before = self._presence_of(fresh)
+        self._forget(fresh)
+        session = Session(id=state["id"], send=fresh.send, close=fresh.close, conn=fresh.conn, login=fresh.login,
+                          guest_room=fresh.guest_room, auth=fresh.auth, expires_at=fresh.expires_at, greeted=True,
+                          name=state.get("name", ""), media=state.get("media") or {}, focus=state.get("focus"))
+        self.sessions[session.id] = session
+        if session.login:
+            self.by_login.setdefault(session.login.lower(), set()).add(session)
+        if room is not None:
+            self.rooms[room.name] = room
+            room.members[session.id], session.room = session, room
+        self._welcome(session, resumed=True)
+        for msg in held:
+            session.send(msg)
+        self._announce(session, before)
+        return session
+
+    def _forget(self, fresh: Session) -> None:
+        """Drop a connection's own new session: it speaks for an older one from now on."""
+        self.sessions.pop(fresh.id, None)
+        if fresh.login and (mine := self.by_login.get(fresh.login.lower())) is not None:
+            mine.discard(fresh)
+            if not mine:
+                del self.by_login[fresh.login.lower()]
+
+    def can_resume(self, token: Any) -> bool:
+        """Whether `token` is the resume token of a session of this process."""
+        return isinstance(token, str) and _token_hash(token) in self.resumable
+
     def _resume(self, fresh: Session, token: Any) -> Session | None:
         """The detached (or not yet detached) session `token` was issued to, taken up by the
         connection of `fresh`; None when the token is unknown, used, or not this client's."""
@@ -200,9 +256,7 @@ class Hub:
         old.send, old.close, old.conn, old.expires_at = fresh.send, fresh.close, fresh.conn, fresh.expires_at
         old.held = old.held_until = None
         self.detached.pop(old.id, None)
-        self.sessions.pop(fresh.id, None)
-        if fresh.login and (mine := self.by_login.get(fresh.login.lower())) is not None:
-            mine.discard(fresh)
+        self._forget(fresh)
         self._welcome(old, resumed=True)
         for msg in held:
             old.send(msg)
@@ -328,6 +382,7 @@ class Hub:
         self.resumable.pop(session.resume_hash, None)
         session.resume_hash = _token_hash(token)
         self.resumable[session.resume_hash] = session
+        self.peers.issued(session)
         session.send(
             {
                 "type": "welcome",
@@ -355,7 +410,11 @@ class Hub:
         if room is None:
             room = self.rooms[name] = Room(name)
         session.name, session.media = display, media
-        # The newcomer offers to everyone listed here (docs/protocol.md, "Negotiation").
+        # The newcomer offers to everyone listed here (docs/protocol.md, "Negotiation"): those in
+        # the room before it, which across processes is who had a seat when it took its own
+        # (whoever came after offers to it).
+        before_me = [m for m in room.members.values() if session.seated_with is None or m.id in session.seated_with]
+        session.seated_with = None
         session.send(
             {
                 "type": "joined",
@@ -363,13 +422,16 @@ class Hub:
                 "title": title,
                 "mode": media["mode"],
                 "id": session.id,
-                "peers": [m.describe() for m in room.members.values()],
+                "peers": [m.describe() for m in before_me],
             }
         )
-        room.broadcast({"type": "peer-joined", "peer": session.describe()})
+        joined = protocol.Shared(type="peer-joined", peer=session.describe())
+        for member in before_me:
+            member.send(joined)
         before = self._presence_of(session)
         room.members[session.id] = session
         session.room = room
+        self.peers.joined(session)
         self._announce(session, before)
 
     def _leave(self, session: Session, reason: str) -> None:
@@ -378,14 +440,16 @@ class Hub:
             return
         room.members.pop(session.id, None)
         session.room, session.focus, session.stats, session.stats_at = None, None, {}, None
+        self.peers.left(session, room)
         room.broadcast({"type": "peer-left", "id": session.id, "reason": reason})
-        if not room.members:
-            self.rooms.pop(room.name, None)
+        if not any(member.id in self.sessions for member in room.members.values()):
+            self.rooms.pop(room.name, None)  # (the members of other processes are known again at a join)
 
     def _media(self, session: Session, msg: Message) -> None:
         if session.room is None:
             raise ProtocolError("not-joined")
         session.media = protocol.clean_media(msg.get("media"), session.media)
+        self.peers.joined(session)
         session.room.broadcast(
             {"type": "peer-media", "id": session.id, "media": dict(session.media)}, exclude=session
         )
@@ -407,6 +471,7 @@ class Hub:
             if peer is not None and (not isinstance(peer, str) or peer not in room.members or peer == session.id):
                 raise ProtocolError("unknown-peer", "focus needs the id of another peer in your room, or null")
             session.focus = peer
+            self.peers.joined(session)
             room.broadcast({"type": "peer-focus", "id": session.id, "focus": peer}, exclude=session)
 
     def _signal(self, session: Session, msg: Message) -> None:

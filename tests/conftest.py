@@ -20,7 +20,7 @@ from p2pconf.server import create_app
 
 from .browser import launched
 from .org import SSO_SECRET, Browser, add_user
-from .services import postgres_server
+from .services import postgres_server, redis_server
 
 
 # docs/report.schema.json: what the bots' reports must look like
@@ -145,6 +145,23 @@ def postgres():
     """A PostgreSQL server of the suite's own, for the whole session (tests/services.py)."""
     with postgres_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_service():
+    """A Redis server of the suite's own, for the whole session (tests/services.py)."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_service):
+    """The suite's Redis, emptied for this test."""
+    import redis as redis_sync
+    client = redis_sync.Redis.from_url(redis_service)
+    client.flushall()
+    client.close()
+    return redis_service
 
 
 @pytest.fixture

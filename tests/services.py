@@ -1,4 +1,4 @@
-"""Real servers the suite starts for itself: PostgreSQL (Debian's package), on 127.0.0.1.
+"""Real servers the suite starts for itself: PostgreSQL and Redis (Debian's packages), on 127.0.0.1.
 
 They run inside the suite's own network namespace (scripts/test) and are stopped
 when the session ends. Where the package is missing, the tests that need it fail
@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,4 +79,31 @@ def postgres_server():
             subprocess.run(_as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
     finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_server():
+    """A throw-away Redis on 127.0.0.1 (no persistence); yields its URL (database 0)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing("Redis", "redis-server")
+    root, port = Path(tempfile.mkdtemp(prefix="p2pconf-redis-")), free_port()
+    proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                             "--dir", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # bounded: until it accepts connections
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {proc.returncode}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
         shutil.rmtree(root, ignore_errors=True)

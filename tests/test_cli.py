@@ -268,6 +268,15 @@ def test_an_unreachable_postgresql_is_one_line_and_exit_1(command):
                                         "('127.0.0.1', 1)") and "Traceback" not in done.stderr
 
 
+def test_an_unreachable_redis_is_one_line_and_exit_1_and_a_wrong_url_exit_2(tmp_path):
+    done = subprocess.run([*P2PCONF, "serve", "--port", str(free_port()), "--data", str(tmp_path / "data"),
+                           "--redis", "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("p2pconf serve: cannot reach Redis at redis://127.0.0.1:1/0")
+    done = subprocess.run([*P2PCONF, "serve", "--redis", "http://cache"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "must be a Redis URL" in done.stderr
+
+
 def test_a_database_that_is_no_postgresql_url_is_refused_before_anything_starts(tmp_path):
     done = subprocess.run([*P2PCONF, "users", "list", "--database", "mysql://x/y"], capture_output=True, text=True,
                           timeout=60)

@@ -406,5 +406,7 @@ class Bot:
             "video": str(self.options.video) if self.options.video else None,
             "frames_sent": {k: s.frames_sent for k, s in self.sources.items()},
             "errors": self.errors,
+            "resumes": self.client.resumes,  # came back under the same id after a broken connection
+            "rejoins": self.client.reconnects,  # came back as a newcomer (the server had lost it)
             "links": links,
         }

@@ -62,7 +62,7 @@ CLOSE_REASONS = {
 
 
 def close_refusal(code: int | None, server_reason: str = "") -> Refused | None:
-    """The Refused for a close with `code`, or None when a reconnect may follow (1001, 1006, ...)."""
+    """The Refused for a close with `code`, or None when a reconnect may follow (1012, 1006, ...)."""
     if code not in protocol.FINAL_CLOSE_CODES:
         return None
     return Refused(code, CLOSE_REASONS.get(code) or server_reason or "closed by the server")

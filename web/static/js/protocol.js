@@ -16,7 +16,7 @@ export const CLOSE_RECONNECTING = 4100;  // from the client: it closes to reconn
 
 /**
  * The close codes after which the client must not reconnect, each with a stable name the UI
- * looks its words up by (i18n.js, refusalText). 1001 (server shutdown) and abnormal closes
+ * looks its words up by (i18n.js, refusalText). 1012 (server restart) and abnormal closes
  * (1006: network loss) are not here: those are retried.
  * @type {Readonly<Record<number, string>>}
  */
