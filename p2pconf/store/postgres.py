@@ -71,6 +71,11 @@ class _Transaction:
         with _errors():
             await self.conn.executemany(dollar_params(sql), rows)
 
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Many new rows at once: COPY (an import's 1.4 million search prefixes)."""
+        with _errors():
+            await self.conn.copy_records_to_table(table, columns=list(columns), records=rows)
+
 
 class PostgresDatabase:
     """What the Store needs of a database, for PostgreSQL."""

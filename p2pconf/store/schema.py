@@ -36,9 +36,9 @@ async def index_users(tx, users: list[tuple[int, str, str, str | None]], *, new:
     if not new:
         await unindex_users(tx, [uid for uid, _, _ in keyed])
     # in index order: a B-tree fills far faster from sorted rows (an import of 100,000: 1.4 M prefixes)
-    await tx.executemany("INSERT INTO user_words(word, sort_key, user_id) VALUES (?, ?, ?)",
+    await tx.insert_rows("user_words", ("word", "sort_key", "user_id"),
                          sorted((word, key, uid) for uid, key, words in keyed for word in words))
-    await tx.executemany("INSERT INTO user_prefixes(prefix, sort_key, user_id) VALUES (?, ?, ?)",
+    await tx.insert_rows("user_prefixes", ("prefix", "sort_key", "user_id"),
                          sorted((prefix, key, uid) for uid, key, words in keyed for prefix in search.prefixes_of(words)))
 
 

@@ -78,6 +78,11 @@ class SqliteDatabase:
         with _conflicts():
             await self.db.executemany(sql, rows)
 
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Many new rows at once (PostgreSQL copies them; here one prepared INSERT)."""
+        await self.executemany(f"INSERT INTO {table}({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                               rows)
+
     @contextlib.asynccontextmanager
     async def transaction(self):
         """One write transaction: BEGIN IMMEDIATE (waits up to the busy timeout for the
