@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import re
 import signal
 import statistics
@@ -108,13 +107,19 @@ def capacity_table(runs: list[Message], uplinks: list[float]) -> list[Message]:
 def run_capacity(opts: CapacityOptions, folder: Path, progress: Callable[[str], None] = print) -> Message:
     """Build the lab, run every (uplink, size), write capacity.json/html into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    with netlab.Lab(max(opts.counts)) as lab:
-        _clean_up_on_signals(lab)
+    _exit_on_signals()
+    with netlab.Lab(max(opts.counts)) as lab:  # Lab deletes its namespaces on any way out
         if opts.loss_pct or opts.delay_ms:  # fail now, not after the first run
             lab.shape(1, opts.uplinks_mbit[0], opts.loss_pct, opts.delay_ms)
         # This process becomes the hub: the server listens on the bridge, bots get their own namespaces.
         netlab.enter(lab.hub)
-        runs = asyncio.run(_run_all(opts, lab, folder, progress))
+        stopped: list[int] = []
+        try:
+            runs = asyncio.run(_run_all(opts, lab, folder, progress, stopped))
+        except asyncio.CancelledError:
+            if not stopped:
+                raise
+            raise SystemExit(128 + stopped[0]) from None
     result = {
         "min_fps": MIN_FPS, "max_loss_pct": MAX_LOSS_PCT, "duration_s": opts.duration_s,
         "loss_pct": opts.loss_pct, "delay_ms": opts.delay_ms, "video": str(opts.video),
@@ -126,20 +131,39 @@ def run_capacity(opts: CapacityOptions, folder: Path, progress: Callable[[str], 
     return result
 
 
-def _clean_up_on_signals(lab: netlab.Lab) -> None:
-    """On Ctrl-C or SIGTERM: stop the bot processes, delete the namespaces, exit."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _exit_on_signals() -> None:
+    """Ctrl-C or SIGTERM outside the event loop (while the lab is built): exit at once."""
 
     def stop(signum: int, frame: object) -> None:
-        for child in multiprocessing.active_children():
-            child.kill()
-        lab.close()
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
 
 
-async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progress: Callable[[str], None]) -> list[Message]:
+def _cancel_on_signals(stopped: list[int]) -> None:
+    """While the runs go: a signal cancels the main task (run_bots stops its processes).
+
+    Raising SystemExit from a signal handler in the middle of the loop skipped the
+    server's cleanup, and the store's unclosed worker thread then kept the process
+    from exiting; a cancel runs every `finally` on the way out.
+    """
+    loop, main = asyncio.get_running_loop(), asyncio.current_task()
+
+    def stop(signum: int) -> None:
+        stopped.append(signum)
+        main.cancel()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
+
+
+async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progress: Callable[[str], None],
+                   stopped: list[int]) -> list[Message]:
+    _cancel_on_signals(stopped)
     with tempfile.TemporaryDirectory() as data:
         runner = web.AppRunner(create_app(Config(data_dir=Path(data), open_rooms=True)))
         await runner.setup()

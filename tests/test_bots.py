@@ -155,6 +155,22 @@ async def test_media_state_changes_reach_other_bots(server_url, bots):
     assert link_of(a, b).media == {"mode": "audio+video", "mic": False, "cam": True}
 
 
+async def test_cancelling_a_run_stops_its_bot_processes_at_once(server_url):
+    """Ctrl-C or SIGTERM of `p2pconf capacity` cancels run_bots: its processes end, whenever it comes."""
+    import multiprocessing
+
+    for delay in (0.0, 2.5):  # while the processes start, and once they are in the room
+        run = asyncio.ensure_future(run_bots(RunOptions(server=server_url, room="cancel", count=2, duration_s=60,
+                                                        video=VideoSpec(160, 120, 15), processes=2)))
+        await asyncio.sleep(delay)
+        run.cancel()
+        started = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        await wait_until(lambda: not multiprocessing.active_children(), timeout=15)
+        assert time.monotonic() - started < 15  # not the 60 s run
+
+
 async def test_six_bot_mesh_all_sixty_tracks_flow(server_url):
     # Three bot processes of two bots each (this process also runs the server), and 60 ms
     # audio frames: a 2-core CI machine has no more headroom (README, Performance).

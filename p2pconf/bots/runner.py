@@ -16,6 +16,7 @@ import multiprocessing
 import queue
 import resource
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -89,7 +90,12 @@ async def run_bots(opts: RunOptions, progress: Progress | None = None) -> dict[s
     if opts.processes <= 1:
         groups = [await _run_group(opts, list(range(opts.count)), progress, stop_at=None)]
     else:
-        groups = await asyncio.to_thread(_run_processes, opts, progress)
+        cancelled = threading.Event()
+        try:
+            groups = await asyncio.to_thread(_run_processes, opts, progress, cancelled)
+        except asyncio.CancelledError:  # the thread would otherwise wait for its bots to finish
+            cancelled.set()
+            raise
     extra = {
         "server": opts.server,
         "room": opts.room,
@@ -195,7 +201,7 @@ def _child(opts: RunOptions, slots: list[int], stop_at: float, out: multiprocess
         out.put(("failed", slots[0], describe_failure(exc)))
 
 
-def _run_processes(opts: RunOptions, progress: Progress | None) -> list[GroupResult]:
+def _run_processes(opts: RunOptions, progress: Progress | None, cancelled: threading.Event) -> list[GroupResult]:
     groups = [list(range(opts.count))[g :: opts.processes] for g in range(opts.processes)]
     groups = [g for g in groups if g]
     ctx = multiprocessing.get_context("spawn")
@@ -211,13 +217,14 @@ def _run_processes(opts: RunOptions, progress: Progress | None) -> list[GroupRes
         for i, g in enumerate(groups)
     ]
     for p in procs:
-        p.start()
+        if not cancelled.is_set():
+            p.start()
     latest: dict[int, dict[str, Any]] = {}
     done: dict[int, GroupResult] = {}
     failures: list[str] = []
     deadline = stop_at + DRAIN_S + 60
     try:
-        while len(done) + len(failures) < len(procs) and time.time() < deadline:
+        while len(done) + len(failures) < len(procs) and time.time() < deadline and not cancelled.is_set():
             try:
                 what, key, payload = out.get(timeout=0.5)
             except queue.Empty:
@@ -243,7 +250,9 @@ def _run_processes(opts: RunOptions, progress: Progress | None) -> list[GroupRes
     finally:
         release.set()
         for p in procs:
-            if failures and p.is_alive():  # still measuring a run that has already failed
+            if p.pid is None:  # never started: cancelled first
+                continue
+            if (failures or cancelled.is_set()) and p.is_alive():  # still measuring a run that is over
                 p.terminate()
             p.join(timeout=10)
             if p.is_alive():
