@@ -201,13 +201,11 @@ async def start_call(request: web.Request) -> web.Response:
     room = await request.app[STORE].create_room(title, "call", mode=mode, created_by=caller.id,
                                                 members=[u.id for u in invitees])
     await request.app[STORE].record_call(caller.id, [u.id for u in invitees])
-    call = calls.start(room, caller)
-    calls.ring(call, invitees)
-    return web.json_response(call.describe(), status=201)
+    return web.json_response(await calls.start(room, caller, invitees), status=201)
 
 
-def _call_for(request: web.Request):
-    call = request.app[CALLS].calls.get(request.match_info["id"])
+async def _call_for(request: web.Request):
+    call = await request.app[CALLS].get(request.match_info["id"])
     if call is None:
         raise api_error(404, "no-such-call", "no such call (it may have ended with a server restart)")
     return call
@@ -215,32 +213,31 @@ def _call_for(request: web.Request):
 
 async def get_call(request: web.Request) -> web.Response:
     user = require_user(request)
-    call = _call_for(request)
-    if not await request.app[STORE].is_member(call.room.id, user.id):
+    call = await _call_for(request)
+    if not await request.app[STORE].is_member(call.id, user.id):
         raise api_error(404, "no-such-call", "no such call")
     return web.json_response(call.describe())
 
 
 async def invite_more(request: web.Request) -> web.Response:
     user = require_user(request)
-    call = _call_for(request)
+    call = await _call_for(request)
     store = request.app[STORE]
-    if not await store.is_member(call.room.id, user.id):
+    if not await store.is_member(call.id, user.id):
         raise api_error(404, "no-such-call", "no such call")
     invitees = await _invitees(request, (await body(request)).get("invitees"), user)
-    await store.add_members(call.room.id, [u.id for u in invitees])
+    await store.add_members(call.id, [u.id for u in invitees])
     await store.record_call(user.id, [u.id for u in invitees])
-    request.app[CALLS].ring(call, invitees)
-    return web.json_response(call.describe())
+    return web.json_response(await request.app[CALLS].ring(call.id, invitees))
 
 
 async def _answer(request: web.Request, accepted: bool) -> web.Response:
     user = require_user(request)
-    call = _call_for(request)
-    if not request.app[CALLS].answer(call, user.login, accepted):
+    call = await _call_for(request)
+    status = await request.app[CALLS].answer(call.id, user.login, accepted)
+    if status is None:
         raise api_error(409, "not-ringing", "this call is not ringing for you")
-    return web.json_response({"call": call.room.id, "room": call.room.id, "mode": call.room.mode,
-                              "status": call.status[user.login]})
+    return web.json_response({"call": call.id, "room": call.id, "mode": call.room["mode"], "status": status})
 
 
 async def accept_call(request: web.Request) -> web.Response:

@@ -93,7 +93,8 @@ class LoginThrottle:
 
     An attempt counts *before* its password is checked (`begin`), so any number of
     requests sent at once gets no more than `limit` checks; a correct password then
-    takes its own attempt back (`succeeded`). Entries expire with the window.
+    takes its own attempt back (`succeeded`). Entries expire with the window. This one
+    counts in memory, for one process; several share cluster_state.RedisThrottle.
     """
 
     def __init__(self, limit: int = 5, window_s: float = 900.0, clock=time.monotonic):
@@ -110,7 +111,7 @@ class LoginThrottle:
             q.popleft()
         return q
 
-    def begin(self, login: str, address: str) -> float:
+    async def begin(self, login: str, address: str) -> float:
         """Count an attempt: 0 when it may go on to the password check, else seconds to wait."""
         queues = [self._recent(key) for key in self._keys(login, address)]
         waits = [self.window_s - (self.clock() - q[0]) for q in queues if len(q) >= self.limit]
@@ -121,12 +122,12 @@ class LoginThrottle:
             self._attempts[key] = q
         return 0.0
 
-    def succeeded(self, login: str, address: str) -> None:
+    async def succeeded(self, login: str, address: str) -> None:
         """The password was right: forget the login's failures and give the address its attempt back."""
-        self.take_back(login, address)
+        await self.take_back(login, address)
         self._attempts.pop(self._keys(login, address)[0], None)
 
-    def take_back(self, login: str, address: str) -> None:
+    async def take_back(self, login: str, address: str) -> None:
         """Uncount one attempt that was never checked."""
         for key in self._keys(login, address):
             if q := self._attempts.get(key):
@@ -191,17 +192,17 @@ async def attempt_sign_in(store, throttle: LoginThrottle, hashes: HashPool, logi
     """Check a sign-in: (user, 0) when it succeeds, (None, seconds to wait) when
     throttled, (None, 0) for a wrong login or password (which counts as a failure).
     Raises Overloaded when too many checks are running already (the attempt is not counted)."""
-    if wait := throttle.begin(login, address):
+    if wait := await throttle.begin(login, address):
         return None, wait
     try:
         found = await store.password_hash(login) if login else None
         ok = await hashes.run(verify_password, found[1] if found else None, password)
     except Overloaded:
-        throttle.take_back(login, address)  # not checked, so not a failure either
+        await throttle.take_back(login, address)  # not checked, so not a failure either
         raise
     if not ok or not found[0].active:
         return None, 0.0
-    throttle.succeeded(login, address)
+    await throttle.succeeded(login, address)
     return found[0], 0.0
 
 

@@ -1,11 +1,12 @@
 """Ringing: a caller invites users into a call room; each invitee is rung on every open page.
 
 Per invitee the state goes ringing -> accepted | declined | missed, or straight
-to busy when the invitee is already in a call. The state lives in memory: a
-ring that is not answered within `ring_timeout_s` is missed, and a restart
-ends all ringing (the rooms themselves are stored). A call nobody is rung for
-and nobody is in is forgotten by the housekeeping (`forget_finished`), and each
-user may start `calls_per_minute` calls a minute.
+to busy when the invitee is already in a call. A ring that is not answered within
+`ring_timeout_s` is missed. The states live in a call book: in memory for one
+process (`CallBook`, a restart ends all ringing; the rooms themselves are stored),
+in Redis for several (`cluster_state.RedisCallBook`), where a ring started on one
+process is answered on another. Each user may start `calls_per_minute` calls a
+minute.
 """
 
 from __future__ import annotations
@@ -13,46 +14,108 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from .ratelimit import TokenBucket
 from .signaling import Hub
 from .store import Room, User
 
 FINAL = ("accepted", "declined", "missed", "busy")
+MAY_RING = ("", "declined", "missed", "busy")  # states ("": never rung) from which an invitee may be rung
+# A ring ends on the process that rang, at its deadline; one still "ringing" this long after
+# its deadline lost its process and counts as missed.
+ORPHAN_AFTER_S = 5.0
 
 
 @dataclass(eq=False)
 class Call:
-    room: Room
-    caller: User
+    """One call as the book holds it: its room, its caller and each invitee's state."""
+
+    room: dict  # {"id", "name", "mode"}
+    caller: dict  # the caller's User.public()
     status: dict[str, str] = field(default_factory=dict)  # invitee login -> state
     names: dict[str, str] = field(default_factory=dict)  # invitee login -> display name
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.monotonic)
+    deadlines: dict[str, float] = field(default_factory=dict)  # invitee login -> unix time its ring ends
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def id(self) -> str:
+        return self.room["id"]
+
+    def state_of(self, login: str, now: float | None = None) -> str:
+        """The invitee's state; a ring whose process died before it ended counts as missed."""
+        status = self.status.get(login, "")
+        if status == "ringing" and self.deadlines.get(login, 0) + ORPHAN_AFTER_S <= (now or time.time()):
+            return "missed"
+        return status
 
     def describe(self) -> dict:
+        now = time.time()
         return {
-            "id": self.room.id,
-            "room": {"id": self.room.id, "name": self.room.name},
-            "mode": self.room.mode,
-            "caller": self.caller.public(),
-            "invitees": [{"login": l, "name": self.names[l], "status": s} for l, s in self.status.items()],
+            "id": self.id,
+            "room": {"id": self.id, "name": self.room["name"]},
+            "mode": self.room["mode"],
+            "caller": self.caller,
+            "invitees": [{"login": l, "name": self.names[l], "status": self.state_of(l, now)} for l in self.status],
         }
 
     def ring_message(self) -> dict:
-        return {"type": "ring", "call": self.room.id, "room": self.room.id, "title": self.room.name,
-                "mode": self.room.mode, "from": self.caller.public()}
+        return {"type": "ring", "call": self.id, "room": self.id, "title": self.room["name"],
+                "mode": self.room["mode"], "from": self.caller}
+
+
+class CallBook:
+    """The calls of one server process, in memory."""
+
+    def __init__(self):
+        self.calls: dict[str, Call] = {}
+
+    async def open(self, call: Call) -> None:
+        """Keep `call`, unless its room has one already."""
+        self.calls.setdefault(call.id, call)
+
+    async def get(self, call_id: str) -> Call | None:
+        return self.calls.get(call_id)
+
+    async def move(self, call_id: str, login: str, status: str, allowed: Iterable[str], *, name: str = "",
+                   deadline: float = 0.0) -> bool:
+        """Set `login`'s state in the call to `status` if it is one of `allowed` now (atomically
+        in every book); `deadline`: when a ring ends. False when it is not, or no such call."""
+        call = self.calls.get(call_id)
+        if call is None or call.state_of(login) not in allowed:
+            return False
+        call.status[login] = status
+        call.names[login] = name or call.names.get(login, login)
+        call.deadlines[login] = deadline
+        return True
+
+    async def ringing_for(self, login: str) -> list[Call]:
+        """The calls that ring for `login` now."""
+        now = time.time()
+        return [c for c in self.calls.values() if c.state_of(login, now) == "ringing"]
+
+    def forget_finished(self, horizon: float, in_use: Callable[[str], bool]) -> int:
+        """Forget calls that started before `horizon`, ring for nobody and whose room is not
+        `in_use`; returns how many are kept."""
+        for call_id, call in list(self.calls.items()):
+            if call.started_at < horizon and "ringing" not in call.status.values() and not in_use(call_id):
+                del self.calls[call_id]
+        return len(self.calls)
+
+    def close(self) -> None:
+        self.calls.clear()
 
 
 class Calls:
-    """Live calls, keyed by their room id."""
+    """The rules of ringing, over a call book."""
 
     def __init__(self, hub: Hub, ring_timeout_s: float, calls_per_minute: float = 10.0,
-                 on_outcome: Callable[[str], None] = lambda status: None):
+                 on_outcome: Callable[[str], None] = lambda status: None, book: CallBook | None = None):
         self.hub, self.ring_timeout_s, self.calls_per_minute = hub, ring_timeout_s, calls_per_minute
         self.on_outcome = on_outcome  # told every ring's end: accepted, declined, missed or busy
-        self.calls: dict[str, Call] = {}
+        self.book = book or CallBook()
+        self.timers: dict[tuple[str, str], asyncio.TimerHandle] = {}  # (call, login) -> its ring's end, here
+        self.tasks: set[asyncio.Task] = set()
         self._starts: dict[str, TokenBucket] = {}  # caller login -> calls they may still start
 
     def may_start(self, login: str) -> bool:
@@ -62,67 +125,72 @@ class Calls:
         return bucket.take()
 
     def forget_finished(self) -> int:
-        """Forget calls that ring for nobody, whose room is empty, and that started over a ring
-        timeout ago; and the call-rate buckets that are full again. Returns the calls kept."""
-        horizon = time.monotonic() - self.ring_timeout_s
-        for room_id, call in list(self.calls.items()):
-            if call.started_at < horizon and "ringing" not in call.status.values() \
-                    and room_id not in self.hub.rooms:
-                del self.calls[room_id]
+        """Forget finished calls (see CallBook.forget_finished) and the call-rate buckets that
+        are full again. Returns the calls kept."""
         for login, bucket in list(self._starts.items()):
             if bucket.full():
                 del self._starts[login]
-        return len(self.calls)
+        return self.book.forget_finished(time.time() - self.ring_timeout_s, lambda room_id: room_id in self.hub.rooms)
 
-    def start(self, room: Room, caller: User) -> Call:
-        call = self.calls.get(room.id) or Call(room, caller)
-        self.calls[room.id] = call
-        return call
+    async def start(self, room: Room, caller: User, invitees: list[User]) -> dict:
+        """Open the call of `room` (or take up the one it has) and ring `invitees`; the call's description."""
+        await self.book.open(Call({"id": room.id, "name": room.name, "mode": room.mode}, caller.public()))
+        return await self.ring(room.id, invitees)
 
-    def ring(self, call: Call, invitees: list[User]) -> None:
-        """Ring each invitee who is not already ringing or in this call."""
+    async def get(self, call_id: str) -> Call | None:
+        return await self.book.get(call_id)
+
+    async def ring(self, call_id: str, invitees: list[User]) -> dict:
+        """Ring each invitee who is not already ringing or in this call; the call's description."""
+        call = await self.book.get(call_id)
         for user in invitees:
-            if user.login == call.caller.login or call.status.get(user.login) in ("ringing", "accepted"):
+            if user.login == call.caller["login"]:
                 continue
-            call.names[user.login] = user.name
             if self.hub.in_call(user.login):
-                self._set(call, user.login, "busy")
+                await self._move(call, user.login, "busy", MAY_RING, name=user.name)
                 continue
-            self._set(call, user.login, "ringing")
-            for session in self.hub.sessions_of(user.login):
-                session.send(call.ring_message())
-            loop = asyncio.get_running_loop()
-            call.timers[user.login] = loop.call_later(self.ring_timeout_s, self._set, call, user.login, "missed")
+            deadline = time.time() + self.ring_timeout_s
+            if await self._move(call, user.login, "ringing", MAY_RING, name=user.name, deadline=deadline):
+                self.hub.send_to_user(user.login, call.ring_message())
+                self.timers[call.id, user.login] = asyncio.get_running_loop().call_later(
+                    self.ring_timeout_s, self._ring_ended, call, user.login)
+        return (await self.book.get(call_id)).describe()
 
-    def answer(self, call: Call, login: str, accepted: bool) -> bool:
-        """Accept or decline; False when `login` is not being rung by this call."""
-        if call.status.get(login) != "ringing":
-            return False
-        self._set(call, login, "accepted" if accepted else "declined")
-        return True
+    async def answer(self, call_id: str, login: str, accepted: bool) -> str | None:
+        """Accept or decline: the new state, or None when `login` is not being rung by this call."""
+        call = await self.book.get(call_id)
+        status = "accepted" if accepted else "declined"
+        if call is None or not await self._move(call, login, status, ("ringing",)):
+            return None
+        return status
 
-    def pending_rings(self, login: str) -> list[dict]:
+    async def pending_rings(self, login: str) -> list[dict]:
         """Rings for a user who opens a page while being rung."""
-        return [c.ring_message() for c in self.calls.values() if c.status.get(login) == "ringing"]
+        return [call.ring_message() for call in await self.book.ringing_for(login)]
 
-    def _set(self, call: Call, login: str, status: str) -> None:
-        if status == "missed" and call.status.get(login) != "ringing":
-            return
-        call.status[login] = status
+    def _ring_ended(self, call: Call, login: str) -> None:
+        task = asyncio.ensure_future(self._move(call, login, "missed", ("ringing",)))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _move(self, call: Call, login: str, status: str, allowed: Iterable[str], **extra) -> bool:
+        """Change one invitee's state in the book and tell the invitee's and the caller's pages."""
+        if not await self.book.move(call.id, login, status, allowed, **extra):
+            return False
         if status != "ringing":
             self.on_outcome(status)
-        if status in FINAL and (timer := call.timers.pop(login, None)):
-            timer.cancel()
+            if timer := self.timers.pop((call.id, login), None):
+                timer.cancel()
         if status in ("accepted", "declined", "missed"):
-            for session in self.hub.sessions_of(login):
-                session.send({"type": "ring-ended", "call": call.room.id, "status": status})
-        update = {"type": "call-status", "call": call.room.id, "login": login, "name": call.names.get(login, login),
-                  "status": status}
-        for session in self.hub.sessions_of(call.caller.login):
-            session.send(update)
+            self.hub.send_to_user(login, {"type": "ring-ended", "call": call.id, "status": status})
+        name = extra.get("name") or call.names.get(login, login)
+        self.hub.send_to_user(call.caller["login"], {"type": "call-status", "call": call.id, "login": login,
+                                                     "name": name, "status": status})
+        return True
 
     def close(self) -> None:
-        for call in self.calls.values():
-            for timer in call.timers.values():
-                timer.cancel()
-        self.calls.clear()
+        for timer in self.timers.values():
+            timer.cancel()
+        for task in self.tasks:
+            task.cancel()
+        self.book.close()

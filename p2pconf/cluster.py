@@ -15,8 +15,12 @@ Each process keeps a Hub for its own connections; what they share goes through R
 - `leases` (sorted set: peer id -> unix time): each process renews its own sessions'
   leases; when a lease runs out (a session's grace ended on a process that died), any
   process takes it out of its room and the room hears `peer-left`, reason "timeout".
-
-Presence, ringing and the sign-in throttle are still per process (see the README).
+- `presence:<process>` (hash: login -> "online" or "in-call"): the users each process
+  serves, and `procs` (sorted set: process -> unix time), each process's own lease. A
+  change is also published on `all`, the channel every process reads, which also carries
+  messages for all pages of one user (rings) and a dead process's `gone`. Each process
+  keeps everybody else's presence in memory (`elsewhere`), so a directory page or a
+  presence delivery never waits for Redis.
 """
 
 from __future__ import annotations
@@ -30,13 +34,15 @@ from typing import Any
 import redis.asyncio as redis
 
 from . import protocol
-from .signaling import Hub, Message, Peers, Room, Session, _token_hash
+from .signaling import PRESENCE_RANK, Hub, Message, Peers, Room, Session, _token_hash
 
 log = logging.getLogger("p2pconf.cluster")
 
 PREFIX = "p2pconf:"
 MAX_HELD = 256  # messages held for a peer whose process died (like Hub.max_held)
 REAP_EVERY_S = 1.0
+ALL = PREFIX + "all"  # the channel every process reads
+PROCS = PREFIX + "procs"
 
 # KEYS: room; ARGV: peer id, its record, room size. A seat, unless the room is full; then everyone.
 _TAKE_SEAT = """
@@ -61,7 +67,7 @@ local held = redis.call('LRANGE', KEYS[3], 0, -1)
 redis.call('DEL', KEYS[3])
 return {1, held}
 """
-# KEYS: leases; ARGV: peer id, now. True for exactly one process when a lease has run out.
+# KEYS: leases or procs; ARGV: member, now. True for exactly one process when its lease has run out.
 _REAP = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) return 1 end
@@ -76,6 +82,8 @@ class Cluster(Peers):
     def __init__(self, client: redis.Redis, hub: Hub, process: str, *, grace_s: float):
         self.redis, self.hub, self.process, self.grace_s = client, hub, process, grace_s
         self.channel = PREFIX + "proc:" + process
+        self.published: dict[str, str] = {}  # login -> what this process last said of it
+        self.elsewhere: dict[str, dict[str, str]] = {}  # login -> {other process: "online" or "in-call"}
         self.writes: asyncio.Queue = asyncio.Queue()  # Redis commands in the order the hub made them
         self.tasks: list[asyncio.Task] = []
         self.take_seat = client.register_script(_TAKE_SEAT)
@@ -87,11 +95,16 @@ class Cluster(Peers):
     async def start(self) -> None:
         await self.redis.ping()  # unreachable: fail at start, with the reason
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await self.pubsub.subscribe(self.channel)
+        await self.pubsub.subscribe(self.channel, ALL)
+        await self._lease_process()
+        await self._seed_presence()  # after subscribing: what changes from now on comes on `all`
         self.writer = asyncio.create_task(self._write())
         self.tasks = [self.writer, *(asyncio.create_task(job()) for job in (self._read, self._renew, self._reap))]
 
     async def stop(self) -> None:
+        # Its users stay as they are until its lease runs out: their clients resume elsewhere
+        # meanwhile, so a deploy makes nobody flicker offline.
+        self._queue(("ZADD", PROCS, {self.process: time.time() + self.grace_s}))
         if not self.writer.done():
             try:
                 await asyncio.wait_for(self.writes.join(), 5)
@@ -131,6 +144,24 @@ class Cluster(Peers):
         self._queue(("DEL", PREFIX + "session:" + session.id, PREFIX + "held:" + session.id),
                     ("DEL", PREFIX + "resume:" + (session.resume_hash or "-")),
                     ("ZREM", PREFIX + "leases", session.id))
+
+    def presence_here(self, login: str, state: str) -> None:
+        if self.published.get(login, "offline") == state:
+            return
+        key = PREFIX + "presence:" + self.process
+        if state == "offline":
+            del self.published[login]
+            self._queue(("HDEL", key, login))
+        else:
+            self.published[login] = state
+            self._queue(("HSET", key, login, state))
+        self._queue(("PUBLISH", ALL, self._envelope(presence={login: state})))
+
+    def presence_elsewhere(self, login: str) -> str:
+        return max((self.elsewhere.get(login) or {"": "offline"}).values(), key=PRESENCE_RANK.index)
+
+    def send_to_user(self, login: str, msg: Message) -> None:
+        self._queue(("PUBLISH", ALL, self._envelope(user=login, msg=msg)))
 
     # -- joins and resumes on this process (the transport awaits these) -----------------------
 
@@ -273,9 +304,67 @@ class Cluster(Peers):
         async for item in self.pubsub.listen():
             if item.get("type") == "message":
                 try:
-                    self._deliver(json.loads(item["data"]))
+                    envelope = json.loads(item["data"])
+                    if item["channel"] == ALL.encode():
+                        self._heard(envelope)
+                    else:
+                        self._deliver(envelope)
                 except Exception:  # noqa: BLE001 - one bad envelope must not stop the reader
                     log.exception("undeliverable message from the cluster")
+
+    def _heard(self, envelope: Message) -> None:
+        """News for every process: a user's presence on another one, a message for all
+        pages of a user, or a process that is gone."""
+        proc = envelope["from_proc"]
+        if "gone" in envelope:
+            if envelope["gone"] == self.process:  # taken for dead after a long stall: say it all again
+                self._lease_process_later()
+                for login, state in self.published.items():
+                    self._queue(("HSET", PREFIX + "presence:" + self.process, login, state))
+                self._queue(("PUBLISH", ALL, self._envelope(presence=self.published)))
+            else:
+                self._take_presence(envelope["gone"], {login: "offline" for login, procs in self.elsewhere.items()
+                                                     if envelope["gone"] in procs})
+        elif proc == self.process:
+            return  # this process has acted on its own news already
+        elif "presence" in envelope:
+            self._take_presence(proc, envelope["presence"])
+        elif "user" in envelope:
+            for session in self.hub.sessions_of(envelope["user"]):
+                session.send(envelope["msg"])
+
+    def _take_presence(self, proc: str, states: dict[str, str]) -> None:
+        """Take `states` (login -> presence) as what process `proc` says of its users now."""
+        for login, state in states.items():
+            before = self.hub.presence(login)
+            procs = self.elsewhere.setdefault(login, {})
+            if state == "offline":
+                procs.pop(proc, None)
+                if not procs:
+                    del self.elsewhere[login]
+            else:
+                procs[proc] = state
+            self.hub.presence_changed(login, before)
+
+    def _envelope(self, **fields: Any) -> str:
+        return json.dumps({"from_proc": self.process, **fields}, separators=(",", ":"))
+
+    def _process_lease(self) -> dict[str, float]:
+        return {self.process: time.time() + max(1.0, self.grace_s / 3) + max(self.grace_s, 2.0)}
+
+    async def _lease_process(self) -> None:
+        await self.redis.zadd(PROCS, self._process_lease())
+
+    def _lease_process_later(self) -> None:
+        self._queue(("ZADD", PROCS, self._process_lease()))
+
+    async def _seed_presence(self) -> None:
+        """What the processes alive now say of their users."""
+        for raw in await self.redis.zrangebyscore(PROCS, time.time(), "+inf"):
+            proc = raw.decode()
+            if proc != self.process:
+                states = await self.redis.hgetall(PREFIX + "presence:" + proc)
+                self._take_presence(proc, {k.decode(): v.decode() for k, v in states.items()})
 
     def _deliver(self, envelope: Message) -> None:
         """A message for one of this process's peers; room news also updates the room's copy."""
@@ -310,6 +399,7 @@ class Cluster(Peers):
                     if s.greeted and not s.detached}
             if live:
                 self._queue(("ZADD", PREFIX + "leases", live))
+            self._lease_process_later()
 
     async def _reap(self) -> None:
         """End the sessions whose lease ran out: their process died and they did not resume."""
@@ -323,6 +413,11 @@ class Cluster(Peers):
                             keys=[PREFIX + "leases"], args=[peer_id, now]):
                         continue
                     await self._end_elsewhere(peer_id)
+                for raw in await self.redis.zrangebyscore(PROCS, "-inf", now, start=0, num=100):
+                    if await self.reap_script(keys=[PROCS], args=[raw, now]):  # only one process wins this
+                        await self.redis.delete(PREFIX + "presence:" + raw.decode())
+                        await self.redis.publish(ALL, self._envelope(gone=raw.decode()))
+                        log.info("process %s is gone: its users' presence with it", raw.decode())
             except redis.RedisError as exc:
                 log.warning("redis: %s (reaping later)", exc)
 

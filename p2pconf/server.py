@@ -30,6 +30,7 @@ from .appkeys import CALLS, CLUSTER, CONFIG, HASHES, HUB, IDENTITY, METRICS, SOC
 from .auth import HashPool, Identity, LoginThrottle
 from .calls import Calls
 from .cluster import Cluster
+from .cluster_state import RedisCallBook, RedisThrottle
 from .config import Config
 from .ice import ice_servers_for
 from .metrics import PROCESS, Metrics, metrics_app
@@ -118,13 +119,18 @@ async def open_store(app: web.Application):
 
 
 async def join_cluster(app: web.Application):
-    """cleanup_ctx: share rooms, routing and resumable sessions with the other processes."""
+    """cleanup_ctx: share rooms, routing, resumable sessions, presence, calls and the sign-in
+    throttle with the other processes."""
     config = app[CONFIG]
     # its own name in the cluster: a restarted process (same host and pid, in a container) is another one
-    cluster = app[CLUSTER] = Cluster(redis.from_url(config.redis_url), app[HUB], f"{PROCESS}:{secrets.token_hex(3)}",
+    client = redis.from_url(config.redis_url)
+    cluster = app[CLUSTER] = Cluster(client, app[HUB], f"{PROCESS}:{secrets.token_hex(3)}",
                                      grace_s=config.resume_grace_s)
+    app[CALLS].book = RedisCallBook(client)
+    app[THROTTLE] = RedisThrottle(client, config.login_limit, config.login_window_s)
     await cluster.start()
     yield
+    app[CALLS].close()  # its ring timers use the cluster's client
     await cluster.stop()
 
 
@@ -349,7 +355,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 if joining is not None:
                     metrics.join_seconds.labels(PROCESS).observe(time.monotonic() - joining)
                 if msg["type"] == "hello" and session.login:
-                    for ring in request.app[CALLS].pending_rings(session.login):
+                    for ring in await request.app[CALLS].pending_rings(session.login):
                         outbox.send(ring)
             except HandshakeError as exc:
                 metrics.errors.labels(PROCESS, exc.code).inc()

@@ -18,6 +18,7 @@ from . import protocol
 from .protocol import ProtocolError
 
 Message = dict[str, Any]
+PRESENCE_RANK = ("offline", "online", "in-call")  # a user's presence is the highest over their connections
 
 
 class HandshakeError(Exception):
@@ -92,6 +93,16 @@ class Peers:
     def gone(self, session: Session) -> None:
         """`session` has ended (it cannot be resumed any more)."""
 
+    def presence_here(self, login: str, state: str) -> None:
+        """`login` (lower-cased) is `state` on this process now (it may not have changed)."""
+
+    def presence_elsewhere(self, login: str) -> str:
+        """`login`'s presence on the other processes."""
+        return "offline"
+
+    def send_to_user(self, login: str, msg: Message) -> None:
+        """Send `msg` to the pages `login` (lower-cased) has open on the other processes."""
+
 
 class Hub:
     """All rooms of one server process and the rules for moving messages between them."""
@@ -149,11 +160,21 @@ class Hub:
             session.close(code)
         return chosen
 
+    def send_to_user(self, login: str, msg: Message) -> None:
+        """Send `msg` to every page `login` has open, on any process."""
+        for session in self.sessions_of(login):
+            session.send(msg)
+        self.peers.send_to_user(login.lower(), msg)
+
     def in_call(self, login: str) -> bool:
-        return any(s.room is not None for s in self.sessions_of(login))
+        return self.presence(login) == "in-call"
 
     def presence(self, login: str) -> str:
-        """"in-call", "online" or "offline"."""
+        """"in-call", "online" or "offline", over every process."""
+        return max(self.presence_here(login), self.peers.presence_elsewhere(login.lower()), key=PRESENCE_RANK.index)
+
+    def presence_here(self, login: str) -> str:
+        """`login`'s presence from this process's connections alone."""
         sessions = self.sessions_of(login)
         if any(s.room is not None for s in sessions):
             return "in-call"
@@ -272,6 +293,11 @@ class Hub:
         if not session.login:
             return
         login = session.login.lower()
+        self.peers.presence_here(login, self.presence_here(login))
+        self.presence_changed(login, before)
+
+    def presence_changed(self, login: str, before: str | None) -> None:
+        """Deliver `login`'s (lower-cased) presence to its watchers if it is no longer `before`."""
         if self.presence(login) != before:
             self._changed[login] = None
             self.presence_waiting()

@@ -414,11 +414,11 @@ async def test_two_first_sso_sign_ins_of_one_new_user_at_once_both_succeed(org):
 # -- 9. bounded memory ------------------------------------------------------------------------------------
 
 
-def test_the_sign_in_throttle_forgets_what_has_expired():
+async def test_the_sign_in_throttle_forgets_what_has_expired():
     now = [0.0]
     throttle = LoginThrottle(limit=5, window_s=60, clock=lambda: now[0])
     for n in range(3000):
-        throttle.begin(f"user{n}", f"10.0.{n // 250}.{n % 250}")
+        await throttle.begin(f"user{n}", f"10.0.{n // 250}.{n % 250}")
     assert throttle.sweep() > 3000
     now[0] = 61.0
     assert throttle.sweep() == 0
@@ -429,11 +429,11 @@ async def test_calls_are_rate_limited_per_user_and_finished_calls_forgotten(org)
     statuses = [(await anna.json("POST", "/api/calls", {"invitees": ["bert"]}))[0] for _ in range(12)]
     assert statuses == [201] * 10 + [429, 429]
     calls = org.app[CALLS]
-    assert len(calls.calls) == 10
-    await wait_until(lambda: "ringing" not in {s for c in calls.calls.values() for s in c.status.values()},
+    assert len(calls.book.calls) == 10
+    await wait_until(lambda: "ringing" not in {s for c in calls.book.calls.values() for s in c.status.values()},
                      timeout=5)  # org_config: rings are missed after 0.6 s
     await org.app[ACCESS].housekeeping()
-    assert calls.calls == {}
+    assert calls.book.calls == {}
 
 
 async def test_expired_sessions_are_purged_by_the_housekeeping(aiohttp_server, org_config):

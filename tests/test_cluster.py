@@ -10,10 +10,12 @@ import asyncio
 
 import pytest
 
-from p2pconf.appkeys import CLUSTER, HUB
+from p2pconf.appkeys import CALLS, CLUSTER, HUB
 from p2pconf.server import create_app
 
 from .conftest import Peer, wait_until
+from .org import Browser, add_user, next_of, signed_in, status_of
+from .test_presence import join, presence, room_of, subscribe
 
 
 @pytest.fixture
@@ -103,3 +105,119 @@ async def test_a_dead_process_leaves_no_ghosts(two, config):
     left = await b.expect("peer-left", timeout=config.resume_grace_s + 5)
     assert left == {"type": "peer-left", "id": a.id, "reason": "timeout"}
     await wait_until(lambda: a.id not in second.app[HUB].rooms["Daily"].members)
+
+
+# -- what an organisation shares across processes: presence, rings, the sign-in throttle ------------
+
+
+@pytest.fixture
+async def two_offices(request, aiohttp_server, org_config, redis_url):
+    """Two servers of one organisation (anna, bert, carla) on one store and one Redis
+    (grace period: the param, or 10 s)."""
+    org_config.redis_url, org_config.resume_grace_s = redis_url, getattr(request, "param", 10.0)
+    org_config.ring_timeout_s = 5
+    servers = [await aiohttp_server(create_app(org_config)) for _ in range(2)]
+    await add_user(servers[0].app, "anna", "Anna Berg")
+    await add_user(servers[0].app, "bert", "Bert Kraus")
+    await add_user(servers[0].app, "carla", "Carla Diaz")
+    browsers: list[Browser] = []
+    for server in servers:
+        def browser(server=server) -> Browser:
+            browsers.append(Browser(str(server.make_url("/"))))
+            return browsers[-1]
+        server.browser = browser
+    yield servers
+    for b in browsers:
+        await b.close()
+
+
+async def test_presence_follows_a_user_on_the_other_process(two_offices):
+    first, second = two_offices
+    anna, bert = await signed_in(first, "anna"), await signed_in(second, "bert")
+    anna_ws = await anna.ws()
+    assert await subscribe(anna_ws, ["bert"]) == presence("bert", "offline")
+    bert_ws = await bert.ws()
+    assert await next_of(anna_ws, "presence") == presence("bert", "online")
+    await join(bert_ws, await room_of(bert))
+    assert await next_of(anna_ws, "presence") == presence("bert", "in-call")
+    _, people = await anna.json("GET", "/api/users?q=bert")  # the directory of the first process says so too
+    assert [(p["login"], p["presence"]) for p in people["users"]] == [("bert", "in-call")]
+    await bert_ws.send_json({"type": "leave"})
+    assert await next_of(anna_ws, "presence") == presence("bert", "online")
+    await bert_ws.close()
+    assert await next_of(anna_ws, "presence") == presence("bert", "offline")
+
+
+async def test_a_process_that_starts_later_knows_who_is_online_already(two_offices, aiohttp_server, org_config):
+    first, _ = two_offices
+    bert_ws = await (await signed_in(first, "bert")).ws()
+    third = await aiohttp_server(create_app(org_config))
+    anna = Browser(str(third.make_url("/")))
+    try:
+        await anna.sign_in("anna")
+        anna_ws = await anna.ws()
+        assert await subscribe(anna_ws, ["bert"]) == presence("bert", "online")
+    finally:
+        await anna.close()
+    await bert_ws.close()
+
+
+@pytest.mark.parametrize("two_offices", [1.0], indirect=True)  # a grace period of 1 s
+async def test_the_users_of_a_dead_process_go_offline(two_offices):
+    first, second = two_offices
+    bert_ws = await (await signed_in(first, "bert")).ws()
+    anna_ws = await (await signed_in(second, "anna")).ws()
+    assert await subscribe(anna_ws, ["bert"]) == presence("bert", "online")
+    await die(first)
+    assert await next_of(anna_ws, "presence", timeout=10) == presence("bert", "offline")
+    await bert_ws.close()
+
+
+async def test_a_call_rings_on_the_other_process_and_is_answered_there(two_offices):
+    first, second = two_offices
+    anna, bert = await signed_in(first, "anna"), await signed_in(second, "bert")
+    anna_ws, bert_ws = await anna.ws(), await bert.ws()
+    status, call = await anna.json("POST", "/api/calls", {"invitees": ["bert"]})
+    assert status == 201 and call["invitees"][0]["status"] == "ringing"
+    ring = await next_of(bert_ws, "ring")
+    assert (ring["call"], ring["from"]["login"]) == (call["id"], "anna")
+    assert (await bert.json("GET", f"/api/calls/{call['id']}"))[1]["invitees"][0]["status"] == "ringing"
+    status, answer = await bert.json("POST", f"/api/calls/{call['id']}/accept")
+    assert (status, answer["status"]) == (200, "accepted")
+    assert (await next_of(bert_ws, "ring-ended"))["status"] == "accepted"
+    await status_of(anna_ws, "bert", "accepted")
+    # accepted once, on any process
+    assert (await anna.json("POST", f"/api/calls/{call['id']}/decline"))[0] == 409
+    status, err = await (await signed_in(first, "bert")).json("POST", f"/api/calls/{call['id']}/decline")
+    assert (status, err["code"]) == (409, "not-ringing")
+    await anna_ws.close(), await bert_ws.close()
+
+
+async def test_a_ring_reaches_a_page_opened_on_the_other_process_and_ends_as_missed(two_offices):
+    first, second = two_offices
+    for server in two_offices:
+        server.app[CALLS].ring_timeout_s = 1.0
+    anna, bert = await signed_in(first, "anna"), await signed_in(second, "bert")
+    anna_ws = await anna.ws()
+    _, call = await anna.json("POST", "/api/calls", {"invitees": ["bert", "carla"]})
+    bert_ws = await bert.ws()  # opened while it rings, on the other process
+    assert (await next_of(bert_ws, "ring"))["call"] == call["id"]
+    assert (await next_of(bert_ws, "ring-ended"))["status"] == "missed"
+    await status_of(anna_ws, "bert", "missed")
+    # busy across processes: bert is in a call on the second process
+    await join(bert_ws, await room_of(bert))
+    await wait_until(lambda: first.app[HUB].in_call("bert"))
+    _, again = await anna.json("POST", "/api/calls", {"invitees": ["bert"]})
+    assert again["invitees"][0]["status"] == "busy"
+    await anna_ws.close(), await bert_ws.close()
+
+
+async def test_failed_sign_ins_count_on_every_process(two_offices, org_config):
+    first, second = two_offices
+    statuses = []
+    for n in range(org_config.login_limit + 1):  # org_config: 3 attempts
+        server = (first, second)[n % 2]
+        statuses.append((await server.browser().sign_in("anna", "wrong password")).status)
+    assert statuses == [401] * org_config.login_limit + [429]
+    throttled = await second.browser().sign_in("anna")  # even with the right password, for now
+    assert throttled.status == 429 and 55 <= int(throttled.headers["Retry-After"]) <= 61  # org_config: 60 s window
