@@ -11,7 +11,9 @@ Each process keeps a Hub for its own connections; what they share goes through R
   process that no longer reads (it died), a message is held in `held:<peer id>` (bounded)
   until that peer resumes somewhere.
 - `session:<peer id>` (who it is, its room, name, media, focus) and `resume:<token hash>` ->
-  peer id: a client resumes on any process, with its peer id and its place in the room.
+  peer id: a client resumes on any process, with its peer id and its place in the room. When
+  its process still lives, the resuming process asks it (`_release` on its channel) to hand
+  the session over, and waits (`_released`) before it takes it from Redis.
 - `leases` (sorted set: peer id -> unix time): each process renews its own sessions'
   leases; when a lease runs out (a session's grace ended on a process that died), any
   process takes it out of its room and the room hears `peer-left`, reason "timeout".
@@ -41,6 +43,7 @@ log = logging.getLogger("p2pconf.cluster")
 PREFIX = "p2pconf:"
 MAX_HELD = 256  # messages held for a peer whose process died (like Hub.max_held)
 REAP_EVERY_S = 1.0
+HAND_OVER_TIMEOUT_S = 3.0
 ALL = PREFIX + "all"  # the channel every process reads
 PROCS = PREFIX + "procs"
 
@@ -84,6 +87,10 @@ class Cluster(Peers):
         self.channel = PREFIX + "proc:" + process
         self.published: dict[str, str] = {}  # login -> what this process last said of it
         self.elsewhere: dict[str, dict[str, str]] = {}  # login -> {other process: "online" or "in-call"}
+        # Hand-overs of a session from a live process to this one (a resume through another process):
+        self.releases: dict[str, asyncio.Future] = {}  # peer id -> its process's answer
+        self.arriving: dict[str, list[Message]] = {}  # peer id -> envelopes for it that wait
+        self.moved: dict[str, str] = {}  # peer id handed over to another process -> that process's channel
         self.writes: asyncio.Queue = asyncio.Queue()  # Redis commands in the order the hub made them
         self.tasks: list[asyncio.Task] = []
         self.take_seat = client.register_script(_TAKE_SEAT)
@@ -184,8 +191,8 @@ class Cluster(Peers):
         await self.redis.hdel(self._room_key(name), session.id)
 
     async def adopt(self, fresh: Session, token: Any) -> Session | None:
-        """Resume here a session whose process died (or restarted): None when `token` is not
-        a live session's, belongs to another client, or its process still serves it."""
+        """Resume here a session of another process (one that died, restarted, or hands it
+        over): None when `token` is not a live session's or belongs to another client."""
         if not isinstance(token, str) or len(token) > 128:
             return None
         found = await self.redis.get(PREFIX + "resume:" + _token_hash(token))
@@ -196,9 +203,13 @@ class Cluster(Peers):
         if state is None or (state["login"], state["guest_room"], state["auth"]) != \
                 (fresh.login, fresh.guest_room, fresh.auth):
             return None
-        if state["proc"] != self.process and (await self.redis.pubsub_numsub(PREFIX + "proc:" + state["proc"]))[0][1]:
-            return None  # its process lives and still holds it: the balancer sent the client elsewhere
         peer_id = state["id"]
+        if state["proc"] != self.process and (await self.redis.pubsub_numsub(PREFIX + "proc:" + state["proc"]))[0][1]:
+            # Its process lives (the balancer sent the client elsewhere, e.g. after a change of
+            # network): that process hands the session over.
+            state = await self._hand_over_from(state["proc"], peer_id)
+            if state is None:
+                return None
         claimed = await self.claim_script(keys=[PREFIX + "resume:" + _token_hash(token), PREFIX + "session:" + peer_id,
                                                 PREFIX + "held:" + peer_id])
         if not claimed:
@@ -216,9 +227,46 @@ class Cluster(Peers):
             for member in room.members.values():
                 if member is not session and member.id not in self.hub.sessions:
                     member.send({"type": "_moved", "id": session.id})
+        for envelope in self.arriving.pop(peer_id, []):
+            self._deliver(envelope)
         for delay in (1.0, 3.0):  # what still reached the dead process's channel meanwhile
             asyncio.get_running_loop().call_later(delay, self.writes.put_nowait, ("_REDRAIN", session.id))
         return session
+
+    async def _hand_over_from(self, proc: str, peer_id: str) -> Message | None:
+        """Ask process `proc` to hand its session `peer_id` over; the session's state then,
+        or None when `proc` does not serve it (any more) or does not answer. What reaches
+        this process for the peer meanwhile waits for it."""
+        self.arriving[peer_id] = []
+        answer = self.releases[peer_id] = asyncio.get_running_loop().create_future()
+        self._queue(("_FORWARD", PREFIX + "proc:" + proc, peer_id, {"type": "_release"}))
+        try:
+            async with asyncio.timeout(HAND_OVER_TIMEOUT_S):
+                if await answer:
+                    record = await self.redis.get(PREFIX + "session:" + peer_id)
+                    return json.loads(record) if record else None
+        except TimeoutError:
+            log.warning("process %s did not hand session %s over", proc, peer_id)
+        finally:
+            del self.releases[peer_id]
+        self.arriving.pop(peer_id, None)
+        return None
+
+    def _hand_over(self, session: Session, to_proc: str) -> None:
+        """Another process resumes `session` (it asked with `_release`): this process forgets
+        it, writes its state and what it held to Redis, answers, and from then on passes on
+        what still reaches it for the peer."""
+        room, channel = session.room, PREFIX + "proc:" + to_proc
+        held = self.hub.hand_over(session)
+        if room is not None:
+            self._seat_in(room, session.id, to_proc, session.describe())
+        self._queue(("SET", PREFIX + "session:" + session.id, json.dumps(self._record(session)), "KEEPTTL"))
+        if held:
+            self._queue(("RPUSH", PREFIX + "held:" + session.id,
+                         *(self._envelope(to=session.id, msg=msg) for msg in held)))
+        self._queue(("_FORWARD", channel, session.id, {"type": "_released", "ok": True}))
+        self.moved[session.id] = channel
+        asyncio.get_running_loop().call_later(self.grace_s + 60, self.moved.pop, session.id, None)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -368,11 +416,27 @@ class Cluster(Peers):
 
     def _deliver(self, envelope: Message) -> None:
         """A message for one of this process's peers; room news also updates the room's copy."""
-        session = self.hub.sessions.get(envelope.get("to"))
-        msg = envelope.get("msg") or {}
+        to, msg = envelope.get("to"), envelope.get("msg") or {}
+        kind = msg.get("type")
+        if kind == "_released":
+            if (answer := self.releases.get(to)) is not None and not answer.done():
+                answer.set_result(msg.get("ok", False))
+            return
+        if to in self.arriving:  # being handed over to this process
+            self.arriving[to].append(envelope)
+            return
+        session = self.hub.sessions.get(to)
         if session is None:
-            return  # it has ended, or moved on: the sender learns from the room
-        room, kind = session.room, msg.get("type")
+            if (channel := self.moved.get(to)) is not None:  # handed over: the sender learns soon
+                self._queue(("PUBLISH", channel, json.dumps(envelope)))
+            elif kind == "_release":
+                self._queue(("_FORWARD", PREFIX + "proc:" + envelope["from_proc"], to,
+                             {"type": "_released", "ok": False}))
+            return  # else it has ended: the sender learns from the room
+        if kind == "_release":
+            self._hand_over(session, envelope["from_proc"])
+            return
+        room = session.room
         if room is not None:
             if kind == "_moved":
                 if msg["id"] in room.members:

@@ -250,6 +250,21 @@ class Hub:
         self._announce(session, before)
         return session
 
+    def hand_over(self, session: Session) -> list[Message]:
+        """`session` resumes on another process (cluster.Cluster): forget it here without a
+        word to its room (it stays a member there) and return what was held for it."""
+        before = self._presence_of(session)
+        if not session.detached:
+            session.close(protocol.CLOSE_REPLACED)  # the client speaks through another process now
+        session.conn = None  # so the end of that socket is not this session's end
+        held = session.held or []
+        self._forget(session)
+        self.detached.pop(session.id, None)
+        self.resumable.pop(session.resume_hash, None)
+        self._follow(session, [])
+        self._announce(session, before)
+        return held
+
     def _forget(self, fresh: Session) -> None:
         """Drop a connection's own new session: it speaks for an older one from now on."""
         self.sessions.pop(fresh.id, None)

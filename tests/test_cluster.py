@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
 from p2pconf.appkeys import CALLS, CLUSTER, HUB
@@ -91,6 +92,47 @@ async def test_a_session_resumes_on_the_other_process_when_its_own_is_gone(two):
     assert (await back.expect("offer"))["sdp"] == "v=0 now local"
     await b.silent(0.3)  # Bert never heard that Anna was gone
     assert set(second.app[HUB].rooms["Daily"].members) == {a.id, b.id}
+
+
+async def test_a_session_moves_to_the_other_process_while_its_own_still_runs(two):
+    """A client whose balancer sends it elsewhere (its address changed) keeps its place."""
+    first, second = two
+    a, b, c = await greeted(first), await greeted(second), await greeted(first)
+    await a.join("Daily", "Anna")
+    await b.join("Daily", "Bert")
+    await c.join("Daily", "Carl")
+    for peer in (a, a, b):
+        await peer.expect("peer-joined")
+    moved = Peer(await second.ws_connect("/ws"))
+    await moved.send(type="hello", version=1, resume=a.welcome["resume"])
+    welcome = await moved.expect("welcome")
+    assert welcome["resumed"] is True and welcome["id"] == a.id and welcome["room"] == "Daily"
+    for _ in range(10):  # the first process lets the old socket go
+        last = await a.ws.receive(timeout=3)
+        if last.type != aiohttp.WSMsgType.TEXT:
+            break
+    assert (last.type, last.data) == (aiohttp.WSMsgType.CLOSE, 4409)
+    for sender, sdp in ((b, "v=0 from Bert"), (c, "v=0 from Carl")):
+        await sender.send(type="offer", to=a.id, sdp=sdp)
+        assert (await moved.expect("offer"))["sdp"] == sdp
+    await moved.send(type="answer", to=c.id, sdp="v=0 back")
+    assert (await c.expect("answer"))["from"] == a.id
+    await b.silent(0.3), await c.silent(0.3)  # nobody heard Anna leave or come
+    assert a.id not in first.app[HUB].sessions and a.id in second.app[HUB].sessions
+
+
+async def test_a_resume_token_is_handed_over_once(two):
+    first, second = two
+    a = await greeted(first)
+    await a.join("Daily", "Anna")
+    token = a.welcome["resume"]
+    moved = Peer(await second.ws_connect("/ws"))
+    await moved.send(type="hello", version=1, resume=token)
+    assert (await moved.expect("welcome"))["resumed"] is True
+    again = Peer(await first.ws_connect("/ws"))  # the same token, back on the first process
+    await again.send(type="hello", version=1, resume=token)
+    welcome = await again.expect("welcome")
+    assert welcome["resumed"] is False and welcome["id"] != a.id
 
 
 @pytest.mark.parametrize("two", [1.0], indirect=True)  # a grace period of 1 s
