@@ -195,7 +195,7 @@ async def start_call(request: web.Request) -> web.Response:
     except protocol.ProtocolError as exc:
         raise api_error(400, "bad-request", f"name: {exc.detail}") from None
     calls = request.app[CALLS]
-    if not calls.may_start(caller.login):
+    if not await calls.may_start(caller.login):
         audit.event("call-rate-limited", login=caller.login, addr=request.remote)
         raise api_error(429, "too-many-calls", f"at most {calls.calls_per_minute:g} calls a minute")
     room = await request.app[STORE].create_room(title, "call", mode=mode, created_by=caller.id,

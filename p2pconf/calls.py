@@ -6,7 +6,7 @@ to busy when the invitee is already in a call. A ring that is not answered withi
 process (`CallBook`, a restart ends all ringing; the rooms themselves are stored),
 in Redis for several (`cluster_state.RedisCallBook`), where a ring started on one
 process is answered on another. Each user may start `calls_per_minute` calls a
-minute.
+minute (counted in Redis too when there are several processes).
 """
 
 from __future__ import annotations
@@ -117,9 +117,12 @@ class Calls:
         self.timers: dict[tuple[str, str], asyncio.TimerHandle] = {}  # (call, login) -> its ring's end, here
         self.tasks: set[asyncio.Task] = set()
         self._starts: dict[str, TokenBucket] = {}  # caller login -> calls they may still start
+        self.start_window = None  # with other processes: a cluster_state.RedisWindow of call starts
 
-    def may_start(self, login: str) -> bool:
+    async def may_start(self, login: str) -> bool:
         """Spend one of the caller's call starts; False when they started too many lately."""
+        if self.start_window is not None:
+            return not await self.start_window.take("calls:" + login)
         bucket = self._starts.setdefault(
             login, TokenBucket(self.calls_per_minute / 60.0, max(1, int(self.calls_per_minute))))
         return bucket.take()

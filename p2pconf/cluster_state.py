@@ -1,13 +1,14 @@
 """What the processes of a cluster share in Redis besides rooms and presence (cluster.py):
-live calls with their rings, and the sign-in throttle.
+live calls with their rings, the sign-in throttle and the call-start limit.
 
 - `call:<room id>` (hash): the call's `room` and `caller` (JSON), `started`, and per
   invitee `s:<login>` (state), `n:<login>` (name), `d:<login>` (when the ring ends). It
   expires `CALL_TTL_S` after its last change.
 - `rings:<login>` (sorted set: call key -> ring deadline): the calls ringing for a user, so
   a page opened on any process is rung.
-- `tries:<login or address>` (sorted set: attempt -> unix time): sign-in attempts in the
-  throttle's window.
+- `window:login:<login>`, `window:addr:<address>`, `window:calls:<login>` (sorted sets:
+  attempt -> unix time): sign-in attempts in the throttle's window, and calls started in
+  the last minute.
 """
 
 from __future__ import annotations
@@ -52,11 +53,11 @@ end
 return false
 """
 
-# KEYS: tries of the login, of the address; ARGV: now, window, limit, attempt id.
-# 0 and the attempt counted under both, or the seconds to wait when either is full.
-_BEGIN = """
+# KEYS: the windows an attempt counts in; ARGV: now, window, limit, attempt id. 0 and the
+# attempt counted in every window, or the seconds to wait when one of them is full.
+_TAKE = """
 local wait = 0
-for i = 1, 2 do
+for i = 1, #KEYS do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
   if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[3]) then
     local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')[2]
@@ -64,12 +65,32 @@ for i = 1, 2 do
   end
 end
 if wait > 0 then return tostring(math.max(wait, 1)) end
-for i = 1, 2 do
+for i = 1, #KEYS do
   redis.call('ZADD', KEYS[i], ARGV[1], ARGV[4])
   redis.call('EXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2])))
 end
 return '0'
 """
+
+
+class RedisWindow:
+    """At most `limit` attempts within `window_s` per name, counted by every process."""
+
+    def __init__(self, client: redis.Redis, limit: int, window_s: float):
+        self.redis, self.limit, self.window_s = client, limit, window_s
+        self.take_script = client.register_script(_TAKE)
+
+    async def take(self, *names: str) -> float:
+        """Count an attempt under each name: 0, or (counting nothing) the seconds to wait."""
+        return float(await self.take_script(keys=[PREFIX + "window:" + n for n in names],
+                                            args=[time.time(), self.window_s, self.limit, secrets.token_hex(8)]))
+
+    async def give_back(self, name: str) -> None:
+        """Uncount the newest attempt under `name`."""
+        await self.redis.zpopmax(PREFIX + "window:" + name)
+
+    async def clear(self, name: str) -> None:
+        await self.redis.delete(PREFIX + "window:" + name)
 
 
 class RedisCallBook:
@@ -128,25 +149,18 @@ class RedisThrottle:
     """auth.LoginThrottle's rules over the attempts of every process, in Redis."""
 
     def __init__(self, client: redis.Redis, limit: int, window_s: float):
-        self.redis, self.limit, self.window_s = client, limit, window_s
-        self.begin_script = client.register_script(_BEGIN)
-
-    @staticmethod
-    def _keys(login: str, address: str) -> list[str]:
-        return [PREFIX + "tries:login:" + login.lower(), PREFIX + "tries:addr:" + address]
+        self.window = RedisWindow(client, limit, window_s)
 
     async def begin(self, login: str, address: str) -> float:
-        return float(await self.begin_script(keys=self._keys(login, address),
-                                             args=[time.time(), self.window_s, self.limit, secrets.token_hex(8)]))
+        return await self.window.take("login:" + login.lower(), "addr:" + address)
 
     async def succeeded(self, login: str, address: str) -> None:
-        login_key, address_key = self._keys(login, address)
-        await self.redis.delete(login_key)
-        await self.redis.zpopmax(address_key)
+        await self.window.clear("login:" + login.lower())
+        await self.window.give_back("addr:" + address)
 
     async def take_back(self, login: str, address: str) -> None:
-        for key in self._keys(login, address):
-            await self.redis.zpopmax(key)
+        await self.window.give_back("login:" + login.lower())
+        await self.window.give_back("addr:" + address)
 
     def sweep(self) -> int:
         """Nothing to do: Redis expires the attempts with the window."""

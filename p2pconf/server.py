@@ -30,7 +30,7 @@ from .appkeys import CALLS, CLUSTER, CONFIG, HASHES, HUB, IDENTITY, METRICS, SOC
 from .auth import HashPool, Identity, LoginThrottle
 from .calls import Calls
 from .cluster import Cluster
-from .cluster_state import RedisCallBook, RedisThrottle
+from .cluster_state import RedisCallBook, RedisThrottle, RedisWindow
 from .config import Config
 from .ice import ice_servers_for
 from .metrics import PROCESS, Metrics, metrics_app
@@ -127,6 +127,7 @@ async def join_cluster(app: web.Application):
     cluster = app[CLUSTER] = Cluster(client, app[HUB], f"{PROCESS}:{secrets.token_hex(3)}",
                                      grace_s=config.resume_grace_s)
     app[CALLS].book = RedisCallBook(client)
+    app[CALLS].start_window = RedisWindow(client, max(1, int(config.calls_per_minute)), 60.0)
     app[THROTTLE] = RedisThrottle(client, config.login_limit, config.login_window_s)
     await cluster.start()
     yield

@@ -263,3 +263,11 @@ async def test_failed_sign_ins_count_on_every_process(two_offices, org_config):
     assert statuses == [401] * org_config.login_limit + [429]
     throttled = await second.browser().sign_in("anna")  # even with the right password, for now
     assert throttled.status == 429 and 55 <= int(throttled.headers["Retry-After"]) <= 61  # org_config: 60 s window
+
+
+async def test_calls_started_count_on_every_process(two_offices, org_config):
+    first, second = two_offices
+    callers = [await signed_in(first, "anna"), await signed_in(second, "anna")]
+    statuses = [(await callers[n % 2].json("POST", "/api/calls", {"invitees": ["bert"]}))[0]
+                for n in range(int(org_config.calls_per_minute) + 1)]
+    assert statuses == [201] * int(org_config.calls_per_minute) + [429]
