@@ -6,7 +6,8 @@ Each process keeps a Hub for its own connections; what they share goes through R
 - `room:<name>` (hash: peer id -> {"proc", "peer"}): who is in a room, the authority for
   joins (a seat is taken atomically, so two processes never fill a room beyond its size).
   A process keeps a copy of each room its own members are in, where the members of other
-  processes are Sessions whose `send` forwards to their process.
+  processes are Sessions whose `send` forwards to their process (and whose link stats
+  arrive as `_stats`, once per process, for the link matrix).
 - `proc:<process>` (a channel each process reads): messages for its peers. Published to a
   process that no longer reads (it died), a message is held in `held:<peer id>` (bounded)
   until that peer resumes somewhere.
@@ -151,6 +152,12 @@ class Cluster(Peers):
         self._queue(("DEL", PREFIX + "session:" + session.id, PREFIX + "held:" + session.id),
                     ("DEL", PREFIX + "resume:" + (session.resume_hash or "-")),
                     ("ZREM", PREFIX + "leases", session.id))
+
+    def stats(self, session: Session) -> None:
+        homes = {m.home: m.id for m in session.room.members.values() if m.home and m.id not in self.hub.sessions}
+        for channel, member_id in homes.items():  # once to each process with members in the room
+            self.writes.put_nowait(("_FORWARD", channel, member_id,
+                                    {"type": "_stats", "id": session.id, "peers": session.stats}))
 
     def presence_here(self, login: str, state: str) -> None:
         if self.published.get(login, "offline") == state:
@@ -303,7 +310,7 @@ class Cluster(Peers):
         member = room.members.get(peer_id)
         if member is None:
             member = room.members[peer_id] = Session(id=peer_id, send=lambda msg: None, greeted=True, room=room)
-        channel = PREFIX + "proc:" + proc
+        channel = member.home = PREFIX + "proc:" + proc
         member.send = lambda msg: self.writes.put_nowait(("_FORWARD", channel, peer_id, msg))
         member.name = peer.get("name", member.name)
         member.media = peer.get("media", member.media)
@@ -446,13 +453,15 @@ class Cluster(Peers):
                 self._seat_in(room, msg["peer"]["id"], envelope["from_proc"], msg["peer"])
             elif kind == "peer-left" and msg["id"] not in self.hub.sessions:
                 room.members.pop(msg["id"], None)
-            elif kind in ("peer-media", "peer-focus") and (member := room.members.get(msg["id"])) is not None \
-                    and msg["id"] not in self.hub.sessions:
+            elif kind in ("peer-media", "peer-focus", "_stats") and (member := room.members.get(msg["id"])) \
+                    is not None and msg["id"] not in self.hub.sessions:
                 if kind == "peer-media":
                     member.media = msg["media"]
-                else:
+                elif kind == "peer-focus":
                     member.focus = msg["focus"]
-        if kind != "_moved":
+                else:
+                    member.stats, member.stats_at = msg["peers"], time.monotonic()
+        if not str(kind).startswith("_"):  # the cluster's own messages stay in the cluster
             session.send(msg)
 
     async def _renew(self) -> None:

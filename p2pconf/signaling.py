@@ -53,6 +53,7 @@ class Session:
     held: list[Message] | None = None  # while its socket is gone: what it will be sent on resume
     held_until: float | None = None  # monotonic time its grace period ends
     seated_with: set[str] | None = None  # with other processes: the room's members when it took its seat
+    home: str | None = None  # with other processes: for a member served by another one, its channel
 
     @property
     def detached(self) -> bool:
@@ -92,6 +93,9 @@ class Peers:
 
     def gone(self, session: Session) -> None:
         """`session` has ended (it cannot be resumed any more)."""
+
+    def stats(self, session: Session) -> None:
+        """`session` uploaded its link stats (the room's copies on other processes keep them)."""
 
     def presence_here(self, login: str, state: str) -> None:
         """`login` (lower-cased) is `state` on this process now (it may not have changed)."""
@@ -505,6 +509,7 @@ class Hub:
             others = set(room.members) - {session.id}
             session.stats = protocol.clean_stats(msg.get("peers"), others)
             session.stats_at = time.monotonic()
+            self.peers.stats(session)
         elif kind == "link-matrix":
             session.send(link_matrix(room))
         else:

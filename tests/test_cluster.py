@@ -62,6 +62,25 @@ async def test_peers_on_two_processes_meet_in_one_room_and_signal_each_other(two
     assert await b.expect("peer-left") == {"type": "peer-left", "id": a.id, "reason": "left"}
 
 
+async def test_the_link_matrix_shows_the_members_of_every_process(two):
+    first, second = two
+    a, b = await greeted(first), await greeted(second)
+    await a.join("Daily", "Anna")
+    await b.join("Daily", "Bert")
+    await a.expect("peer-joined")
+    await a.send(type="stats", peers={b.id: {"kbpsIn": 800.0, "kbpsOut": 600.0, "lossPct": 0.5, "rttMs": 40}})
+    await b.send(type="stats", peers={a.id: {"kbpsIn": 590.0, "kbpsOut": 810.0, "lossPct": 1.0}})
+    await wait_until(lambda: first.app[HUB].rooms["Daily"].members[b.id].stats)  # the uploads cross over
+    await wait_until(lambda: second.app[HUB].rooms["Daily"].members[a.id].stats)
+    for peer in (a, b):
+        await peer.send(type="link-matrix")
+        matrix = await peer.expect("link-matrix")
+        assert {p["name"] for p in matrix["peers"]} == {"Anna", "Bert"}
+        links = {(link["from"], link["to"]): link for link in matrix["links"]}
+        assert (links[b.id, a.id]["kbps"], links[b.id, a.id]["kbpsSent"]) == (800.0, 810.0)
+        assert (links[a.id, b.id]["kbps"], links[a.id, b.id]["lossPct"], links[a.id, b.id]["rttMs"]) == (590.0, 1.0, 40)
+
+
 async def test_a_room_is_full_across_processes(two, config):
     first, second = two
     config.max_room_size = 6
