@@ -80,8 +80,8 @@ async function loadMore() {
 
 /** Draw the groups from the model, keep the focus where it was, follow the presence of who is shown. */
 function render() {
-  const focused = document.activeElement && document.activeElement.dataset
-    ? document.activeElement.dataset.key : undefined;
+  const active = /** @type {HTMLElement|null} */ (document.activeElement);
+  const focused = active && active.dataset ? active.dataset.key : undefined;
   const groups = results
     ? [{id: 'results', title: t('results'), users: results.users, empty: t('no_results'), more: Boolean(results.next)}]
     : [{id: 'favorites', title: t('favorites'), users: contacts.favorites, empty: t('no_favorites')},
@@ -228,7 +228,7 @@ async function showSelf() {
     selfStream = stream;
     $('self').srcObject = stream;
   } catch (e) {
-    document.querySelector('input[name=mode][value="audio-only"]').checked = true;
+    /** @type {HTMLInputElement} */ (document.querySelector('input[name=mode][value="audio-only"]')).checked = true;
     say(t('no_camera_audio_only'));
   }
 }
@@ -294,7 +294,7 @@ async function main() {
   };
   $('search').oninput = searchEdited;
   $('start').onclick = async () => {
-    const mode = document.querySelector('input[name=mode]:checked').value;
+    const mode = /** @type {HTMLInputElement} */ (document.querySelector('input[name=mode]:checked')).value;
     try {
       const call = await api.call('POST', '/api/calls', {invitees: [...selected], mode});
       location.href = `/r/${call.room.id}`;

@@ -1,14 +1,20 @@
 // One RTCPeerConnection per remote participant, negotiated as docs/protocol.md says:
 // the newcomer offers; only a pair's offerer offers again (ICE restart); candidates
 // trickle, and those that arrive before the remote description wait in a queue.
-// No DOM access: the UI sets the on... callbacks.
+// No DOM access: like the RTCPeerConnections it holds, the mesh is an EventTarget.
 
 /**
- * @typedef {{id: string, pc: RTCPeerConnection, offerer: boolean, pending: object[],
- *            stream: MediaStream, name: string, media: object}} Peer
+ * @typedef {{id: string, pc: RTCPeerConnection, offerer: boolean, pending: (RTCIceCandidateInit|null)[],
+ *            stream: MediaStream, name: string, media: Record<string, unknown>}} Peer
  */
 
-export class Mesh {
+/**
+ * A Mesh fires (each a CustomEvent):
+ * - `track` (detail: the Peer): a peer's stream got a track;
+ * - `connectionstatechange` (detail: {peer, state}): a peer connection's state changed;
+ * - `peerremoved` (detail: the Peer): a peer has left, its connection is closed.
+ */
+export class Mesh extends EventTarget {
   /**
    * @param {import('./protocol.js').ServerConnection} conn
    * @param {RTCIceServer[]} iceServers from the server's welcome (possibly empty)
@@ -16,18 +22,18 @@ export class Mesh {
    * @param {boolean} receiveVideo ask for the others' video even when we send none (no camera)
    */
   constructor(conn, iceServers, localStream, receiveVideo = true) {
+    super();
     this.conn = conn;
     this.receiveVideo = receiveVideo;
     this.iceServers = iceServers;
     this.localStream = localStream;
     /** @type {Map<string, Peer>} */
     this.peers = new Map();
-    /** @type {(peer: Peer) => void} a peer's stream got a track */
-    this.ontrack = () => {};
-    /** @type {(peer: Peer, state: string) => void} */
-    this.onstate = () => {};
-    /** @type {(peer: Peer) => void} */
-    this.onremove = () => {};
+  }
+
+  /** @param {string} type @param {unknown} detail */
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, {detail}));
   }
 
   /** As the newcomer: offer to everyone already in the room. @param {object[]} members */
@@ -70,7 +76,7 @@ export class Mesh {
     if (!peer) return;
     this.peers.delete(id);
     peer.pc.close();
-    this.onremove(peer);
+    this.emit('peerremoved', peer);
   }
 
   /** Close every connection (leaving, or reconnecting under a new id). */
@@ -111,10 +117,10 @@ export class Mesh {
     };
     pc.ontrack = (e) => {
       peer.stream.addTrack(e.track);
-      this.ontrack(peer);
+      this.emit('track', peer);
     };
     pc.onconnectionstatechange = () => {
-      this.onstate(peer, pc.connectionState);
+      this.emit('connectionstatechange', {peer, state: pc.connectionState});
       if (pc.connectionState === 'failed') {
         // Only the offerer restarts; the other side asks it to.
         if (peer.offerer) this.negotiate(peer, true);

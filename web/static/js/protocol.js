@@ -212,7 +212,7 @@ export class ServerConnection {
           socket.onmessage = previous;
           if (msg.type === 'error') reject(Object.assign(new Error(msg.message), {code: msg.code}));
           else resolve(msg);
-        } else if (previous) previous(e);
+        } else if (previous) previous.call(socket, e);
       };
     });
   }

@@ -15,6 +15,7 @@ export const THUMB_SCALE = 4;  // thumbnails are sent at a quarter of the camera
 export async function readCounters(pc) {
   const report = await pc.getStats();
   const c = {at: performance.now(), bytesIn: 0, bytesOut: 0, packetsIn: 0, lostIn: 0, rttMs: null, path: null};
+  /** @type {any} the selected candidate pair's stats */
   let pair = null;
   report.forEach((s) => {
     if (s.type === 'inbound-rtp') {

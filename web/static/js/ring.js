@@ -2,7 +2,7 @@
 
 /** Start ringing; returns a function that stops it. */
 export function startRinging() {
-  const Ctx = window.AudioContext || window.webkitAudioContext;
+  const Ctx = window.AudioContext || /** @type {any} */ (window).webkitAudioContext;  // older Safari
   if (!Ctx) return () => {};
   const ctx = new Ctx();
   const gain = ctx.createGain();

@@ -1,0 +1,255 @@
+// One participant's call, without the DOM: the server connection, the mesh, who takes
+// part, whom we show in our centre (and so tell the server), the 1-s quality sampler
+// with the split of our upload budget and the stats upload, the link matrix, mute, and
+// the end of the call. room.js draws what a Call announces and forwards clicks to it.
+
+import {Mesh} from './mesh.js';
+import {CallQuality, readCounters, splitBudget} from './quality.js';
+
+export const SELF = 'self';  // the participant id of this page's own tile
+const SAMPLE_MS = 1000;  // one quality sample per peer and second
+const UPLOAD_EVERY = 2;  // samples between two stats uploads (docs/protocol.md)
+const MATRIX_EVERY_MS = 2000;  // how often an open link-quality view asks again
+const DEFAULT_BUDGET_KBPS = 2000;  // when the server's welcome names no uploadKbps
+
+/**
+ * @typedef {{id: string, name: string, stream: MediaStream, media: Record<string, unknown>,
+ *            trouble: boolean}} Participant
+ * @typedef {{reason: 'left'|'refused'|'room-full'|'join-failed', code?: number|string,
+ *            message?: string}} Ending
+ */
+
+/**
+ * A Call fires (each a CustomEvent):
+ * - `participant` (detail: {id}): a participant to draw: new, muted, with connection trouble;
+ * - `participantleft` (detail: {id});
+ * - `centre` (detail: {id}): whom the centre shows now (SELF or a peer id);
+ * - `quality` (detail: {id, verdict}): the last seconds of one link, judged;
+ * - `matrix` (detail: the link-matrix message);
+ * - `callstatus` (detail: a call-status message of this call: an invitee's answer);
+ * - `connectionlost` (detail: {lost}): the server is unreachable (true) or back (false);
+ * - `ended` (detail: an Ending and `summary`, the quality summary or null): all is closed.
+ */
+export class Call extends EventTarget {
+  /**
+   * @param {{roomId: string, mode: string, name: string, stream: MediaStream,
+   *          conn: import('./protocol.js').ServerConnection}} options
+   *   `stream`: camera and microphone (audio only in an audio-only call, or without a camera)
+   */
+  constructor({roomId, mode, name, stream, conn}) {
+    super();
+    this.roomId = roomId;
+    this.mode = mode;
+    this.name = name;
+    this.stream = stream;
+    this.conn = conn;
+    const hasVideo = stream.getVideoTracks().length > 0;
+    /** what we send, as the others see it */
+    this.media = {mode: hasVideo ? 'audio+video' : 'audio-only', mic: true, cam: hasVideo};
+    /** @type {Map<string, Participant>} */
+    this.participants = new Map();
+    /** @type {Mesh|null} */
+    this.mesh = null;
+    this.quality = new CallQuality();
+    /** @type {object|null} the last link matrix */
+    this.matrix = null;
+    /** @type {Map<string, string|null>} whom each peer shows in its centre */
+    this.focusOf = new Map();
+    this.centre = SELF;
+    this.centreChosen = false;  // until the user picks someone, the first remote participant is centred
+    /** @type {string|null|undefined} the focus the server knows (undefined: tell it again) */
+    this.sentFocus = null;
+    this.joined = false;
+    this.over = false;
+    this.ticks = 0;
+    /** @type {ReturnType<typeof setInterval>|undefined} */
+    this.sampler = undefined;
+    /** @type {ReturnType<typeof setInterval>|undefined} */
+    this.matrixPoll = undefined;
+    conn.onrefused = (code, message) => { this.end({reason: 'refused', code, message}); };
+    conn.onmessage = (msg) => this.serverSaid(msg);
+    conn.onconnectionlost = (lost) => { if (!this.over) this.emit('connectionlost', {lost}); };
+    conn.onreconnected = (again) => this.rejoined(again.peers);
+  }
+
+  /** @param {string} type @param {unknown} detail */
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, {detail}));
+  }
+
+  /**
+   * Connect, join the room and start the mesh and the sampler. On failure the call ends
+   * (`ended`: room-full, join-failed, or refused for good) and the error is rethrown.
+   */
+  async join() {
+    let joined;
+    try {
+      await this.conn.connect();
+      joined = await this.conn.join(this.roomId, this.name, this.media);
+    } catch (e) {
+      this.end({reason: e.code === 'room-full' ? 'room-full' : 'join-failed', message: e.message});
+      throw e;
+    }
+    this.joined = true;
+    this.participants.set(SELF, {id: SELF, name: this.name, stream: this.stream, media: this.media, trouble: false});
+    this.emit('participant', {id: SELF});
+    this.startMesh(joined.peers);
+    this.sampler = setInterval(() => this.sample(), SAMPLE_MS);
+    this.updateCentre();
+    return joined;
+  }
+
+  /** The user picked whom the centre shows. @param {string} id */
+  setCentre(id) {
+    this.centre = id;
+    this.centreChosen = true;
+    this.updateCentre();
+  }
+
+  /**
+   * Switch the microphone ("mic") or the camera ("cam") on or off; whether it is on now.
+   * @param {'mic'|'cam'} key
+   */
+  toggle(key) {
+    const tracks = key === 'mic' ? this.stream.getAudioTracks() : this.stream.getVideoTracks();
+    const enabled = !tracks[0].enabled;
+    for (const track of tracks) track.enabled = enabled;
+    this.media[key] = enabled;
+    this.conn.setMedia({[key]: enabled});
+    this.emit('participant', {id: SELF});
+    return enabled;
+  }
+
+  /** Follow the room's link matrix (every MATRIX_EVERY_MS) while `on`. @param {boolean} on */
+  watchLinks(on) {
+    clearInterval(this.matrixPoll);
+    if (!on) return;
+    this.conn.send({type: 'link-matrix'});
+    this.matrixPoll = setInterval(() => this.conn.send({type: 'link-matrix'}), MATRIX_EVERY_MS);
+  }
+
+  /**
+   * End the call for good, whatever ends it: every peer connection closed, no socket, camera
+   * and microphone released, then `ended`. False when it was over already. @param {Ending} ending
+   */
+  end(ending) {
+    if (this.over) return false;
+    this.over = true;
+    clearInterval(this.sampler);
+    clearInterval(this.matrixPoll);
+    if (this.mesh) this.mesh.close();
+    this.conn.close();
+    for (const track of this.stream.getTracks()) track.stop();
+    this.participants.clear();
+    const summary = this.joined ? this.quality.summary(this.roomId, this.name, this.matrix) : null;
+    this.emit('ended', {...ending, summary});
+    return true;
+  }
+
+  /** @param {any} msg a server message (docs/protocol.md) */
+  serverSaid(msg) {
+    const mesh = this.mesh;
+    if (!mesh) return;
+    if (msg.type === 'peer-joined') {
+      mesh.expect(msg.peer);
+      this.focusOf.set(msg.peer.id, msg.peer.focus);
+    } else if (msg.type === 'peer-left') {
+      mesh.remove(msg.id);
+    } else if (msg.type === 'peer-media') {
+      const peer = mesh.peers.get(msg.id);
+      if (peer) peer.media = msg.media;
+      const person = this.participants.get(msg.id);
+      if (person) {
+        person.media = msg.media;
+        this.emit('participant', {id: msg.id});
+      }
+    } else if (msg.type === 'peer-focus') {
+      this.focusOf.set(msg.id, msg.focus);
+    } else if (msg.type === 'link-matrix') {
+      this.matrix = msg;
+      this.emit('matrix', msg);
+    } else if (msg.type === 'call-status' && msg.call === this.roomId) {
+      this.emit('callstatus', msg);
+    } else if (['offer', 'answer', 'candidate', 'renegotiate'].includes(msg.type)) {
+      mesh.signal(msg);
+    }
+  }
+
+  /** @param {object[]} peers the members already in the room: we offer to them */
+  startMesh(peers) {
+    for (const p of peers) this.focusOf.set(p.id, p.focus);
+    const mesh = new Mesh(this.conn, this.conn.welcome.iceServers, this.stream, this.mode !== 'audio-only');
+    this.mesh = mesh;
+    mesh.addEventListener('track', (/** @type {any} */ e) => {
+      const peer = e.detail;
+      if (!this.participants.has(peer.id)) {
+        this.participants.set(peer.id, {id: peer.id, name: peer.name, stream: peer.stream, media: peer.media,
+                                        trouble: false});
+      }
+      this.emit('participant', {id: peer.id});
+      this.updateCentre();
+    });
+    mesh.addEventListener('connectionstatechange', (/** @type {any} */ e) => {
+      const person = this.participants.get(e.detail.peer.id);
+      if (!person) return;
+      person.trouble = e.detail.state === 'failed' || e.detail.state === 'disconnected';
+      this.emit('participant', {id: person.id});
+    });
+    mesh.addEventListener('peerremoved', (/** @type {any} */ e) => {
+      if (this.over) return;
+      this.participants.delete(e.detail.id);
+      this.emit('participantleft', {id: e.detail.id});
+      this.updateCentre();
+    });
+    mesh.offerTo(peers);
+  }
+
+  /** The server had lost us: we are a newcomer under a new id, so every connection is new. */
+  rejoined(peers) {
+    if (this.mesh) this.mesh.close();
+    this.focusOf.clear();
+    this.sentFocus = undefined;  // a new id: tell the room again
+    this.startMesh(peers);
+  }
+
+  /** Keep the centre on someone present, and tell the server whom we show. */
+  updateCentre() {
+    if (!this.participants.has(this.centre)) {
+      this.centre = SELF;
+      this.centreChosen = false;
+    }
+    if (this.centre === SELF && !this.centreChosen) {
+      this.centre = [...this.participants.keys()].find((id) => id !== SELF) ?? SELF;
+    }
+    const focus = this.centre === SELF ? null : this.centre;
+    if (focus !== this.sentFocus && this.joined && !this.over) {
+      this.sentFocus = focus;
+      this.conn.send({type: 'focus', peer: focus});
+    }
+    this.emit('centre', {id: this.centre});
+  }
+
+  /**
+   * Every second: sample each link and judge it, split the video budget between the peers
+   * (more to those who show us in their centre); every UPLOAD_EVERY seconds tell the server.
+   */
+  async sample() {
+    const mesh = this.mesh;
+    if (!mesh) return;
+    this.ticks += 1;
+    const peers = [...mesh.peers.values()];
+    for (const peer of peers) {
+      let verdict;
+      try {
+        verdict = this.quality.add(peer.id, peer.name, await readCounters(peer.pc));
+      } catch (e) {
+        continue;  // closed while we asked
+      }
+      this.emit('quality', {id: peer.id, verdict});
+    }
+    const budgetKbps = this.conn.welcome.uploadKbps || DEFAULT_BUDGET_KBPS;
+    const limits = splitBudget(budgetKbps, peers.map((p) => ({id: p.id, centred: this.focusOf.get(p.id) === this.conn.id})));
+    for (const [id, limit] of limits) mesh.limitVideo(id, limit);
+    if (this.ticks % UPLOAD_EVERY === 0) this.conn.send({type: 'stats', peers: this.quality.upload(peers.map((p) => p.id))});
+  }
+}
