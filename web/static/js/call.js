@@ -1,8 +1,9 @@
 // One participant's call, without the DOM: the server connection, the mesh, who takes
 // part, whom we show in our centre (and so tell the server), the 1-s quality sampler
-// with the split of our upload budget and the stats upload, the link matrix, mute, and
-// the end of the call. room.js draws what a Call announces and forwards clicks to it.
+// with the split of our upload budget and the stats upload, the link matrix, mute, the
+// chat over the peers' data channels, and the end of the call. room.js draws what a Call announces and forwards clicks to it.
 
+import {Chat, MAX_HISTORY, MAX_TEXT_CHARS} from './chat.js';
 import {Mesh} from './mesh.js';
 import {CallQuality, readCounters, splitBudget} from './quality.js';
 
@@ -51,6 +52,7 @@ export class Call extends EventTarget {
     /** @type {Mesh|null} */
     this.mesh = null;
     this.quality = new CallQuality();
+    this.chat = new Chat();
     /** @type {object|null} the last link matrix */
     this.matrix = null;
     /** @type {Map<string, string|null>} whom each peer shows in its centre */
@@ -118,6 +120,19 @@ export class Call extends EventTarget {
     this.conn.setMedia({[key]: enabled});
     this.emit('participant', {id: SELF});
     return enabled;
+  }
+
+  /**
+   * Send a chat message to everyone in the call (peer to peer); the message, or null for
+   * an empty or too long text. @param {string} text
+   */
+  sendChat(text) {
+    text = text.trim();
+    if (!text || text.length > MAX_TEXT_CHARS || !this.mesh) return null;
+    const id = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('');
+    const message = this.chat.add({id, name: this.name, at: Date.now(), text}, true);
+    if (message) this.mesh.broadcast({type: 'chat', id, name: this.name, at: message.at, text});
+    return message;
   }
 
   /** Follow the room's link matrix (every MATRIX_EVERY_MS) while `on`. @param {boolean} on */
@@ -201,7 +216,25 @@ export class Call extends EventTarget {
       this.emit('participantleft', {id: e.detail.id});
       this.updateCentre();
     });
+    mesh.addEventListener('channelopen', (/** @type {any} */ e) => {
+      const history = this.chat.history().map(({id, name, at, text}) => ({id, name, at, text}));
+      if (history.length) mesh.sendTo(e.detail, {type: 'chat-history', messages: history});
+    });
+    mesh.addEventListener('channelmessage', (/** @type {any} */ e) => this.peerSaid(e.detail.peer, e.detail.msg));
     mesh.offerTo(peers);
+  }
+
+  /**
+   * A message over a peer's data channel. A chat message carries the name the server gave
+   * that peer (nobody speaks for another); the history a peer hands over keeps its names.
+   * @param {import('./mesh.js').Peer} peer @param {any} msg
+   */
+  peerSaid(peer, msg) {
+    if (msg.type === 'chat') {
+      this.chat.add({...msg, name: peer.name});
+    } else if (msg.type === 'chat-history' && Array.isArray(msg.messages)) {
+      for (const m of msg.messages.slice(-MAX_HISTORY)) this.chat.add(m);
+    }
   }
 
   /** The server had lost us: we are a newcomer under a new id, so every connection is new. */

@@ -5,14 +5,22 @@
 
 /**
  * @typedef {{id: string, pc: RTCPeerConnection, offerer: boolean, pending: (RTCIceCandidateInit|null)[],
- *            stream: MediaStream, name: string, media: Record<string, unknown>}} Peer
+ *            stream: MediaStream, name: string, media: Record<string, unknown>,
+ *            channel: RTCDataChannel}} Peer
  */
+
+// The pair's data channel ("p2p", docs/protocol.md "Between the peers"): negotiated on both
+// sides with the same id before the first offer, so it needs no renegotiation and no signal.
+const CHANNEL = {label: 'p2p', id: 0};
+const MAX_CHANNEL_MESSAGE = 256 * 1024;  // what a peer may send us in one data-channel message
 
 /**
  * A Mesh fires (each a CustomEvent):
  * - `track` (detail: the Peer): a peer's stream got a track;
  * - `connectionstatechange` (detail: {peer, state}): a peer connection's state changed;
- * - `peerremoved` (detail: the Peer): a peer has left, its connection is closed.
+ * - `peerremoved` (detail: the Peer): a peer has left, its connection is closed;
+ * - `channelopen` (detail: the Peer): the data channel to a peer is open;
+ * - `channelmessage` (detail: {peer, msg}): a peer sent a JSON object over the data channel.
  */
 export class Mesh extends EventTarget {
   /**
@@ -70,6 +78,16 @@ export class Mesh extends EventTarget {
     }
   }
 
+  /** Send a JSON object to every peer whose data channel is open. @param {object} msg */
+  broadcast(msg) {
+    for (const peer of this.peers.values()) this.sendTo(peer, msg);
+  }
+
+  /** Send a JSON object over one peer's data channel, if it is open. @param {Peer} peer @param {object} msg */
+  sendTo(peer, msg) {
+    if (peer.channel.readyState === 'open') peer.channel.send(JSON.stringify(msg));
+  }
+
   /** Forget a peer that left. @param {string} id */
   remove(id) {
     const peer = this.peers.get(id);
@@ -105,9 +123,21 @@ export class Mesh extends EventTarget {
 
   add(id, name, media, offerer) {
     const pc = new RTCPeerConnection({iceServers: this.iceServers});
+    const channel = pc.createDataChannel(CHANNEL.label, {negotiated: true, id: CHANNEL.id});
     /** @type {Peer} */
-    const peer = {id, pc, offerer, pending: [], stream: new MediaStream(), name, media: media || {}};
+    const peer = {id, pc, offerer, pending: [], stream: new MediaStream(), name, media: media || {}, channel};
     this.peers.set(id, peer);
+    channel.onopen = () => this.emit('channelopen', peer);
+    channel.onmessage = (e) => {
+      if (typeof e.data !== 'string' || e.data.length > MAX_CHANNEL_MESSAGE) return;
+      let msg;
+      try {
+        msg = JSON.parse(e.data);
+      } catch (err) {
+        return;  // not ours to read
+      }
+      if (msg && typeof msg === 'object' && typeof msg.type === 'string') this.emit('channelmessage', {peer, msg});
+    };
     for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
     if (offerer && this.receiveVideo && !this.localStream.getVideoTracks().length) {
       pc.addTransceiver('video', {direction: 'recvonly'});  // no camera here, but we still watch the others

@@ -153,6 +153,46 @@ function showStatus(msg) {
   item.textContent = `${msg.name}: ${t(msg.status)}`;
 }
 
+const URL_IN_TEXT = /https?:\/\/[^\s<>"']*[^\s<>"'.,;:!?)]/g;  // only http(s) becomes a link
+
+/** A chat text as nodes: text as text, http(s) addresses as links. @param {string} text */
+function linked(text) {
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(URL_IN_TEXT)) {
+    parts.push(document.createTextNode(text.slice(last, match.index)));
+    parts.push(Object.assign(document.createElement('a'), {href: match[0], textContent: match[0], target: '_blank',
+                                                           rel: 'noopener noreferrer'}));
+    last = match.index + match[0].length;
+  }
+  parts.push(document.createTextNode(text.slice(last)));
+  return parts;
+}
+
+/** Add one chat message to the panel, in time order. @param {import('./chat.js').ChatMessage} m */
+function drawChatMessage(m) {
+  const item = document.createElement('li');
+  item.className = m.mine ? 'mine' : '';
+  item.dataset.at = String(m.at);
+  const time = new Date(m.at).toLocaleTimeString(document.documentElement.lang || undefined,
+                                                 {hour: '2-digit', minute: '2-digit'});
+  const from = Object.assign(document.createElement('span'), {className: 'from', textContent: `${m.name} · ${time}`});
+  const body = document.createElement('p');
+  body.append(...linked(m.text));
+  item.append(from, body);
+  const list = $('chat-messages');
+  list.insertBefore(item, [...list.children].find((li) => Number(li.dataset.at) > m.at) || null);
+  list.scrollTop = list.scrollHeight;
+}
+
+/** The unread count on the "Chat" button. @param {number} count */
+function drawUnread(count) {
+  $('chat-unread').textContent = String(count);
+  $('chat-unread').hidden = !count;
+  if (count) $('chat-toggle').setAttribute('aria-label', t('chat_unread', {count}));
+  else $('chat-toggle').removeAttribute('aria-label');
+}
+
 /** The call is over: the call view gone, why in the banner, and what one can do next. */
 function showEnded({reason, code, message, summary}, me) {
   for (const id of ['quality-dialog', 'link-dialog']) if ($(id).open) $(id).close();
@@ -202,6 +242,8 @@ async function main() {
   on('callstatus', showStatus);
   on('connectionlost', ({lost}) => say(lost ? t('server_lost') : ''));
   on('ended', (ending) => showEnded(ending, me));
+  call.chat.addEventListener('message', (e) => drawChatMessage(/** @type {CustomEvent} */ (e).detail));
+  call.chat.addEventListener('unread', (e) => drawUnread(/** @type {CustomEvent} */ (e).detail));
   // A closed tab has gone: the others hear it now, not after the grace period.
   addEventListener('pagehide', () => call.conn.close());
   try {
@@ -226,6 +268,17 @@ async function main() {
   toggle($('mic'), 'mic', t('mic_on'), t('mic_off'));
   toggle($('cam'), 'cam', t('cam_on'), t('cam_off'));
   $('leave').onclick = () => call.end({reason: 'left'});
+  $('chat-toggle').onclick = () => {
+    const open = $('chat-panel').hidden;
+    $('chat-panel').hidden = !open;
+    $('chat-toggle').setAttribute('aria-expanded', String(open));
+    call.chat.show(open);
+    if (open) $('chat-text').focus();
+  };
+  $('chat-form').onsubmit = (/** @type {Event} */ e) => {
+    e.preventDefault();
+    if (call.sendChat($('chat-text').value)) $('chat-text').value = '';
+  };
 }
 
 main();

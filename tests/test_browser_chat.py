@@ -1,0 +1,72 @@
+"""The call's chat in Chromium: peer to peer over the data channels, never through the server."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.async_api import expect
+
+from .browser import enter_as_guest, new_page, screenshot, tile, wait_playing
+from .org import guest_link
+
+HOSTILE = 'Hallo <b>Welt</b> <img src=x onerror="window.pwned=1"> javascript:alert(1) https://example.org/a?b=1.'
+
+
+def server_frames(page) -> list[str]:
+    """Every WebSocket frame the page sends to the server, from now on."""
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: frames.append(str(payload))))
+    return frames
+
+
+async def open_chat(page) -> None:
+    await page.get_by_role("button", name="Chat").click()
+    await expect(page.get_by_label("Nachricht")).to_be_focused()
+
+
+async def send(page, text: str) -> None:
+    await page.get_by_label("Nachricht").fill(text)
+    await page.get_by_role("button", name="Senden").click()
+    await expect(page.get_by_label("Nachricht")).to_have_value("")
+
+
+async def test_chat_goes_peer_to_peer_as_text_with_unread_counts_and_history_for_latecomers(org, chromium):
+    link = await guest_link(org, "Plauderrunde")
+    a, b = await new_page(chromium), await new_page(chromium)
+    sent = [server_frames(a), server_frames(b)]
+    await enter_as_guest(a, link, "Erste")
+    await enter_as_guest(b, link, "Zweite")
+    await wait_playing(tile(a, "Zweite").locator("video"))
+    await open_chat(a)
+    await send(a, HOSTILE)
+    await send(a, "Zweite Nachricht")
+
+    # at the other end: an unread count, then the messages with name and time, as text
+    await expect(b.get_by_role("button", name="Chat, 2 ungelesen")).to_be_visible()
+    await open_chat(b)
+    await expect(b.locator("#chat-unread")).to_be_hidden()
+    messages = b.locator("#chat-messages li")
+    await expect(messages).to_have_count(2)
+    await expect(messages.nth(0).locator(".from")).to_have_text(re.compile(r"^Erste · \d\d:\d\d$"))
+    await expect(messages.nth(0).locator("p")).to_have_text(HOSTILE)
+    assert await b.locator("#chat-messages b, #chat-messages img").count() == 0
+    assert await b.evaluate("() => window.pwned") is None
+    links = messages.nth(0).locator("a")
+    await expect(links).to_have_count(1)  # javascript: stays text; the sentence's full stop is not the link's
+    await expect(links).to_have_attribute("href", "https://example.org/a?b=1")
+    await expect(links).to_have_attribute("rel", "noopener noreferrer")
+    await send(b, "Antwort")
+    await expect(a.locator("#chat-messages li").last).to_contain_text("Antwort")
+    await expect(a.locator("#chat-unread")).to_be_hidden()  # a's panel is open: nothing unread
+
+    # a latecomer gets the history from the peers, each message once, in order
+    c = await new_page(chromium)
+    await enter_as_guest(c, link, "Dritte")
+    await wait_playing(tile(c, "Erste").locator("video"))
+    await expect(c.get_by_role("button", name="Chat, 3 ungelesen")).to_be_visible()
+    await open_chat(c)
+    await expect(c.locator("#chat-messages li p")).to_have_text([HOSTILE, "Zweite Nachricht", "Antwort"])
+    await screenshot(c, "chat-desktop")
+    # the server carried none of it
+    assert not any("Zweite Nachricht" in frame or "Antwort" in frame for frames in sent for frame in frames)
+    assert any('"hello"' in frame for frame in sent[0])  # (the frames were watched)
