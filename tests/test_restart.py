@@ -3,9 +3,9 @@
 Two real `p2pconf serve --redis` processes. With six bots (in two processes of their own)
 what must hold: every track keeps flowing, every frame arrives, the killed process's bots
 resume under their own ids (none joins again as a newcomer), and a newcomer on the
-restarted process is introduced to all six. (Freezes around the kill are not yet zero:
-see the README, "Restarts and several processes".) With two Chromium pages and two bots:
-the pages' remote videos never stop.
+restarted process is introduced to all six. (Freezes depend on the machine's load: the
+drill counts them as a benchmark, see the README, "Restarts and several processes".)
+With two Chromium pages and two bots: the pages' remote videos never stop.
 """
 
 from __future__ import annotations
