@@ -45,6 +45,15 @@ async def greeted(client) -> Peer:
     return peer
 
 
+async def anna_and_bert(two) -> tuple[Peer, Peer]:
+    """Anna on the first process and Bert on the second, both in room "Daily"."""
+    a, b = await greeted(two[0]), await greeted(two[1])
+    await a.join("Daily", "Anna")
+    await b.join("Daily", "Bert")
+    await a.expect("peer-joined")
+    return a, b
+
+
 async def test_peers_on_two_processes_meet_in_one_room_and_signal_each_other(two):
     first, second = two
     a, b = await greeted(first), await greeted(second)
@@ -64,10 +73,7 @@ async def test_peers_on_two_processes_meet_in_one_room_and_signal_each_other(two
 
 async def test_the_link_matrix_shows_the_members_of_every_process(two):
     first, second = two
-    a, b = await greeted(first), await greeted(second)
-    await a.join("Daily", "Anna")
-    await b.join("Daily", "Bert")
-    await a.expect("peer-joined")
+    a, b = await anna_and_bert(two)
     await a.send(type="stats", peers={b.id: {"kbpsIn": 800.0, "kbpsOut": 600.0, "lossPct": 0.5, "rttMs": 40}})
     await b.send(type="stats", peers={a.id: {"kbpsIn": 590.0, "kbpsOut": 810.0, "lossPct": 1.0}})
     await wait_until(lambda: first.app[HUB].rooms["Daily"].members[b.id].stats)  # the uploads cross over
@@ -94,10 +100,7 @@ async def test_a_room_is_full_across_processes(two, config):
 
 async def test_a_session_resumes_on_the_other_process_when_its_own_is_gone(two):
     first, second = two
-    a, b = await greeted(first), await greeted(second)
-    await a.join("Daily", "Anna")
-    await b.join("Daily", "Bert")
-    await a.expect("peer-joined")
+    a, b = await anna_and_bert(two)
     token = a.welcome["resume"]
     await die(first)
     a.ws._response.connection.transport.abort()  # and Anna's socket with it
@@ -157,10 +160,7 @@ async def test_a_resume_token_is_handed_over_once(two):
 @pytest.mark.parametrize("two", [1.0], indirect=True)  # a grace period of 1 s
 async def test_a_dead_process_leaves_no_ghosts(two, config):
     first, second = two
-    a, b = await greeted(first), await greeted(second)
-    await a.join("Daily", "Anna")
-    await b.join("Daily", "Bert")
-    await a.expect("peer-joined")
+    a, b = await anna_and_bert(two)
     await die(first)
     first.app[HUB].sessions.clear()
     left = await b.expect("peer-left", timeout=config.resume_grace_s + 5)
