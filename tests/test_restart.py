@@ -3,8 +3,8 @@
 Two real `p2pconf serve --redis` processes. With six bots (in two processes of their own)
 what must hold: every track keeps flowing, every frame arrives, the killed process's bots
 resume under their own ids (none joins again as a newcomer), and a newcomer on the
-restarted process is introduced to all six. (Freezes depend on the machine's load: the
-drill counts them as a benchmark, see the README, "Restarts and several processes".)
+restarted process is introduced to all six, and no video freezes (on a machine that
+runs nothing else: see the README, "Restarts and several processes").
 With two Chromium pages and two bots: the pages' remote videos never stop.
 """
 
@@ -38,6 +38,8 @@ def test_a_killed_process_costs_the_call_no_track_no_frame_and_no_renegotiation(
     out = load_drill().drill(redis_url, before_s=4, after_s=10, video="160x120@15", audio_ms=60)
     assert out["tracks"] == "60/60", out["missing"]
     assert out["video_frames_delivered_ratio"] >= 0.99, out
+    # 0 in 17 of 17 runs on a quiet machine; other jobs on the 2 cores make bots freeze, kill or not
+    assert out["freezes"] == 0, f"{out['frozen']} (was the machine busy with something else?)"
     assert [out["resumed"][f"bot-{n}"] for n in (1, 3, 5)] == [1, 1, 1], out
     assert not any(out["rejoined"].values()), out
     assert out["newcomer_met_all"], out
