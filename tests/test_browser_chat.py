@@ -70,3 +70,27 @@ async def test_chat_goes_peer_to_peer_as_text_with_unread_counts_and_history_for
     # the server carried none of it
     assert not any("Zweite Nachricht" in frame or "Antwort" in frame for frames in sent for frame in frames)
     assert any('"hello"' in frame for frame in sent[0])  # (the frames were watched)
+
+
+async def test_raised_hands_show_on_the_tiles_in_the_order_they_went_up(org, chromium):
+    link = await guest_link(org, "Meldungen")
+    a, b = await new_page(chromium), await new_page(chromium)
+    await enter_as_guest(a, link, "Erste")
+    await enter_as_guest(b, link, "Zweite")
+    await wait_playing(tile(a, "Zweite").locator("video"))
+    await b.get_by_role("button", name="Hand heben").click()
+    await expect(b.get_by_role("button", name="Hand senken")).to_have_attribute("aria-pressed", "true")
+    await expect(tile(a, "Zweite")).to_contain_text("Hand gehoben (1)")
+    await expect(a.get_by_role("button", name=re.compile("^Zweite.*Hand gehoben"))).to_be_visible()  # its name too
+    # a latecomer sees the hand that is up, and raises its own after it
+    c = await new_page(chromium)
+    await enter_as_guest(c, link, "Dritte")
+    await wait_playing(tile(c, "Zweite").locator("video"))
+    await expect(tile(c, "Zweite")).to_contain_text("Hand gehoben (1)")
+    await c.get_by_role("button", name="Hand heben").click()
+    await expect(tile(a, "Dritte")).to_contain_text("Hand gehoben (2)")
+    await expect(tile(c, "Dritte")).to_contain_text("Hand gehoben (2)")  # one's own tile shows it too
+    await b.get_by_role("button", name="Hand senken").click()
+    await expect(tile(a, "Zweite")).not_to_contain_text("Hand gehoben")
+    await expect(tile(a, "Dritte")).to_contain_text("Hand gehoben (1)")
+    await screenshot(a, "hands-desktop")

@@ -1,7 +1,7 @@
 // One participant's call, without the DOM: the server connection, the mesh, who takes
 // part, whom we show in our centre (and so tell the server), the 1-s quality sampler
 // with the split of our upload budget and the stats upload, the link matrix, mute, the
-// chat over the peers' data channels, and the end of the call. room.js draws what a Call announces and forwards clicks to it.
+// chat and raised hands over the peers' data channels, and the end of the call. room.js draws what a Call announces and forwards clicks to it.
 
 import {Chat, MAX_HISTORY, MAX_TEXT_CHARS} from './chat.js';
 import {Mesh} from './mesh.js';
@@ -53,6 +53,8 @@ export class Call extends EventTarget {
     this.mesh = null;
     this.quality = new CallQuality();
     this.chat = new Chat();
+    /** @type {Map<string, number>} who has a hand up (SELF included), and since when by our clock */
+    this.hands = new Map();
     /** @type {object|null} the last link matrix */
     this.matrix = null;
     /** @type {Map<string, string|null>} whom each peer shows in its centre */
@@ -135,6 +137,30 @@ export class Call extends EventTarget {
     return message;
   }
 
+  /** Raise or lower our hand; everyone sees it (peer to peer). @param {boolean} up */
+  raiseHand(up) {
+    this.setHand(SELF, up);
+    if (this.mesh) this.mesh.broadcast({type: 'hand', up});
+  }
+
+  /** Where `id`'s hand is in the order hands went up (1 = first), or 0 when it is down. @param {string} id */
+  handOrder(id) {
+    const since = this.hands.get(id);
+    if (since === undefined) return 0;
+    return [...this.hands.values()].filter((at) => at <= since).length;
+  }
+
+  /** @param {string} id @param {boolean} up */
+  setHand(id, up) {
+    if (up === this.hands.has(id)) return;
+    const raised = [...this.hands.keys()];
+    if (up) this.hands.set(id, Date.now());
+    else this.hands.delete(id);
+    for (const other of new Set([id, ...raised])) {  // the order of the others may change too
+      if (this.participants.has(other)) this.emit('participant', {id: other});
+    }
+  }
+
   /** Follow the room's link matrix (every MATRIX_EVERY_MS) while `on`. @param {boolean} on */
   watchLinks(on) {
     clearInterval(this.matrixPoll);
@@ -212,6 +238,7 @@ export class Call extends EventTarget {
     });
     mesh.addEventListener('peerremoved', (/** @type {any} */ e) => {
       if (this.over) return;
+      this.setHand(e.detail.id, false);
       this.participants.delete(e.detail.id);
       this.emit('participantleft', {id: e.detail.id});
       this.updateCentre();
@@ -219,6 +246,7 @@ export class Call extends EventTarget {
     mesh.addEventListener('channelopen', (/** @type {any} */ e) => {
       const history = this.chat.history().map(({id, name, at, text}) => ({id, name, at, text}));
       if (history.length) mesh.sendTo(e.detail, {type: 'chat-history', messages: history});
+      if (this.hands.has(SELF)) mesh.sendTo(e.detail, {type: 'hand', up: true});
     });
     mesh.addEventListener('channelmessage', (/** @type {any} */ e) => this.peerSaid(e.detail.peer, e.detail.msg));
     mesh.offerTo(peers);
@@ -234,6 +262,8 @@ export class Call extends EventTarget {
       this.chat.add({...msg, name: peer.name});
     } else if (msg.type === 'chat-history' && Array.isArray(msg.messages)) {
       for (const m of msg.messages.slice(-MAX_HISTORY)) this.chat.add(m);
+    } else if (msg.type === 'hand' && typeof msg.up === 'boolean') {
+      this.setHand(peer.id, msg.up);
     }
   }
 

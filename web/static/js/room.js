@@ -48,6 +48,8 @@ function drawTile(id) {
   if (person.media.mic === false) flags.push(t('mic_muted'));
   if (person.media.cam === false) flags.push(t('cam_muted'));
   if (person.trouble) flags.push(t('peer_trouble'));
+  const hand = call.handOrder(id);
+  if (hand) flags.push(t('hand_raised', {order: hand}));
   const box = tile.querySelector('.flags');
   box.replaceChildren(...flags.map((f) => Object.assign(document.createElement('span'), {textContent: f})));
   drawStage();
@@ -264,6 +266,12 @@ async function main() {
       button.textContent = enabled ? off : on;
       button.setAttribute('aria-pressed', String(!enabled));
     };
+  };
+  $('hand').onclick = () => {
+    const up = !call.hands.has(SELF);
+    call.raiseHand(up);
+    $('hand').textContent = up ? t('hand_lower') : t('hand_raise');
+    $('hand').setAttribute('aria-pressed', String(up));
   };
   toggle($('mic'), 'mic', t('mic_on'), t('mic_off'));
   toggle($('cam'), 'cam', t('cam_on'), t('cam_off'));
