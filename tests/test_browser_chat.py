@@ -6,7 +6,7 @@ import re
 
 from playwright.async_api import expect
 
-from .browser import enter_as_guest, new_page, screenshot, tile, wait_playing
+from .browser import PHONE, enter_as_guest, new_page, screenshot, tile, wait_playing
 from .org import guest_link
 
 HOSTILE = 'Hallo <b>Welt</b> <img src=x onerror="window.pwned=1"> javascript:alert(1) https://example.org/a?b=1.'
@@ -37,6 +37,7 @@ async def test_chat_goes_peer_to_peer_as_text_with_unread_counts_and_history_for
     await enter_as_guest(a, link, "Erste")
     await enter_as_guest(b, link, "Zweite")
     await wait_playing(tile(a, "Zweite").locator("video"))
+    await expect(a.get_by_label("Nachricht")).to_be_hidden()  # until "Chat" opens the panel
     await open_chat(a)
     await send(a, HOSTILE)
     await send(a, "Zweite Nachricht")
@@ -94,3 +95,32 @@ async def test_raised_hands_show_on_the_tiles_in_the_order_they_went_up(org, chr
     await expect(tile(a, "Zweite")).not_to_contain_text("Hand gehoben")
     await expect(tile(a, "Dritte")).to_contain_text("Hand gehoben (1)")
     await screenshot(a, "hands-desktop")
+
+
+async def test_on_a_phone_every_call_button_fits_and_the_rest_is_under_more(org, chromium):
+    link = await guest_link(org, "Unterwegs")
+    desk, phone = await new_page(chromium), await new_page(chromium, PHONE)
+    await enter_as_guest(desk, link, "Büro")
+    await enter_as_guest(phone, link, "Handy")
+    await wait_playing(tile(phone, "Büro").locator("video"))
+
+    async def off_screen() -> list[str]:
+        """The visible buttons of the call bar that do not fit into the phone's width."""
+        return await phone.evaluate("""w => [...document.querySelectorAll('.callbar button')]
+            .filter(b => b.offsetParent !== null)
+            .filter(b => { const r = b.getBoundingClientRect(); return r.left < 0 || r.right > w; })
+            .map(b => b.textContent)""", PHONE["width"])
+
+    assert await off_screen() == []
+    await expect(phone.get_by_text("Verbindungsdaten herunterladen")).to_be_hidden()  # that is for after the call
+    quality = phone.get_by_role("button", name="Verbindungsqualität")
+    await expect(quality).to_be_hidden()
+    await expect(desk.get_by_role("button", name="Verbindungsqualität")).to_be_visible()  # no menu on a desk
+    await expect(desk.get_by_role("button", name="Mehr")).to_be_hidden()
+    await phone.get_by_role("button", name="Mehr").click()
+    await expect(quality).to_be_visible()
+    assert await off_screen() == []
+    await screenshot(phone, "call-phone-more")
+    await quality.click()
+    await expect(phone.locator("#quality-dialog")).to_be_visible()
+    await expect(quality).to_be_hidden()  # the choice closed the menu

@@ -255,6 +255,12 @@ async function main() {
   }
   showLink();
 
+  const showMore = (open) => {
+    $('more-menu').classList.toggle('open', open);
+    $('more').setAttribute('aria-expanded', String(open));
+  };
+  $('more').onclick = () => showMore(!$('more-menu').classList.contains('open'));
+  $('more-menu').addEventListener('click', () => showMore(false));  // a choice closes the menu
   $('quality').onclick = () => {
     call.watchLinks(true);
     $('quality-dialog').showModal();
