@@ -124,3 +124,18 @@ async def test_on_a_phone_every_call_button_fits_and_the_rest_is_under_more(org,
     await quality.click()
     await expect(phone.locator("#quality-dialog")).to_be_visible()
     await expect(quality).to_be_hidden()  # the choice closed the menu
+
+
+async def test_the_tile_of_whoever_speaks_shows_it(org, chromium):
+    link = await guest_link(org, "Wer spricht")
+    a, b = await new_page(chromium), await new_page(chromium)
+    await enter_as_guest(a, link, "Erste")
+    await enter_as_guest(b, link, "Zweite")
+    await wait_playing(tile(a, "Zweite").locator("video"))
+    # Chromium's fake microphone beeps: Zweite speaks, as Erste's page hears it, and by her own
+    await expect(tile(a, "Zweite")).to_contain_text("spricht", timeout=15_000)
+    await expect(tile(a, "Zweite")).to_have_class(re.compile(r"\bspeaking\b"))
+    await expect(tile(b, "Zweite")).to_contain_text("spricht", timeout=15_000)
+    await b.get_by_role("button", name="Mikrofon ausschalten").click()  # silence from now on
+    await expect(tile(a, "Zweite")).not_to_contain_text("spricht", timeout=15_000)
+    await expect(tile(b, "Zweite")).not_to_contain_text("spricht", timeout=15_000)

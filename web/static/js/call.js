@@ -1,11 +1,11 @@
 // One participant's call, without the DOM: the server connection, the mesh, who takes
 // part, whom we show in our centre (and so tell the server), the 1-s quality sampler
-// with the split of our upload budget and the stats upload, the link matrix, mute, the
+// with the split of our upload budget, the stats upload and who speaks, the link matrix, mute, the
 // chat and raised hands over the peers' data channels, and the end of the call. room.js draws what a Call announces and forwards clicks to it.
 
 import {Chat, MAX_HISTORY, MAX_TEXT_CHARS} from './chat.js';
 import {Mesh} from './mesh.js';
-import {CallQuality, readCounters, splitBudget} from './quality.js';
+import {CallQuality, SPEAKING_RMS, audioLevel, readCounters, splitBudget} from './quality.js';
 
 export const SELF = 'self';  // the participant id of this page's own tile
 const SAMPLE_MS = 1000;  // one quality sample per peer and second
@@ -15,7 +15,7 @@ const DEFAULT_BUDGET_KBPS = 2000;  // when the server's welcome names no uploadK
 
 /**
  * @typedef {{id: string, name: string, stream: MediaStream, media: Record<string, unknown>,
- *            trouble: boolean}} Participant
+ *            trouble: boolean, speaking?: boolean}} Participant
  * @typedef {{reason: 'left'|'refused'|'room-full'|'join-failed', code?: number|string,
  *            message?: string}} Ending
  */
@@ -55,6 +55,8 @@ export class Call extends EventTarget {
     this.chat = new Chat();
     /** @type {Map<string, number>} who has a hand up (SELF included), and since when by our clock */
     this.hands = new Map();
+    /** @type {Map<string, object>} each peer's last counters (readCounters), for its audio level */
+    this.lastCounters = new Map();
     /** @type {object|null} the last link matrix */
     this.matrix = null;
     /** @type {Map<string, string|null>} whom each peer shows in its centre */
@@ -150,6 +152,14 @@ export class Call extends EventTarget {
     return [...this.hands.values()].filter((at) => at <= since).length;
   }
 
+  /** Whether someone speaks now (their tile shows it). @param {string} id @param {boolean} speaking */
+  setSpeaking(id, speaking) {
+    const person = this.participants.get(id);
+    if (!person || Boolean(person.speaking) === speaking) return;
+    person.speaking = speaking;
+    this.emit('participant', {id});
+  }
+
   /** @param {string} id @param {boolean} up */
   setHand(id, up) {
     if (up === this.hands.has(id)) return;
@@ -239,6 +249,7 @@ export class Call extends EventTarget {
     mesh.addEventListener('peerremoved', (/** @type {any} */ e) => {
       if (this.over) return;
       this.setHand(e.detail.id, false);
+      this.lastCounters.delete(e.detail.id);
       this.participants.delete(e.detail.id);
       this.emit('participantleft', {id: e.detail.id});
       this.updateCentre();
@@ -301,14 +312,20 @@ export class Call extends EventTarget {
     if (!mesh) return;
     this.ticks += 1;
     const peers = [...mesh.peers.values()];
-    for (const peer of peers) {
-      let verdict;
+    for (const [n, peer] of peers.entries()) {
+      let verdict, counters;
       try {
-        verdict = this.quality.add(peer.id, peer.name, await readCounters(peer.pc));
+        counters = await readCounters(peer.pc);
+        verdict = this.quality.add(peer.id, peer.name, counters);
       } catch (e) {
         continue;  // closed while we asked
       }
       this.emit('quality', {id: peer.id, verdict});
+      const before = this.lastCounters.get(peer.id);
+      this.lastCounters.set(peer.id, counters);
+      if (!before) continue;
+      this.setSpeaking(peer.id, audioLevel(before, counters, 'In') >= SPEAKING_RMS);
+      if (n === 0) this.setSpeaking(SELF, this.media.mic && audioLevel(before, counters, 'Out') >= SPEAKING_RMS);
     }
     const budgetKbps = this.conn.welcome.uploadKbps || DEFAULT_BUDGET_KBPS;
     const limits = splitBudget(budgetKbps, peers.map((p) => ({id: p.id, centred: this.focusOf.get(p.id) === this.conn.id})));

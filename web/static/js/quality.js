@@ -14,7 +14,9 @@ export const THUMB_SCALE = 4;  // thumbnails are sent at a quarter of the camera
 /** Counters of one connection at one moment, from its stats report. */
 export async function readCounters(pc) {
   const report = await pc.getStats();
-  const c = {at: performance.now(), bytesIn: 0, bytesOut: 0, packetsIn: 0, lostIn: 0, rttMs: null, path: null};
+  const c = {at: performance.now(), bytesIn: 0, bytesOut: 0, packetsIn: 0, lostIn: 0, rttMs: null, path: null,
+             // the audio's energy and duration (W3C webrtc-stats), heard from the peer and sent by us
+             audioEnergyIn: 0, audioSecondsIn: 0, audioEnergyOut: 0, audioSecondsOut: 0};
   /** @type {any} the selected candidate pair's stats */
   let pair = null;
   report.forEach((s) => {
@@ -22,6 +24,13 @@ export async function readCounters(pc) {
       c.bytesIn += (s.bytesReceived || 0) + (s.headerBytesReceived || 0);
       c.packetsIn += s.packetsReceived || 0;
       c.lostIn += Math.max(0, s.packetsLost || 0);
+      if (s.kind === 'audio') {
+        c.audioEnergyIn += s.totalAudioEnergy || 0;
+        c.audioSecondsIn += s.totalSamplesDuration || 0;
+      }
+    } else if (s.type === 'media-source' && s.kind === 'audio') {
+      c.audioEnergyOut += s.totalAudioEnergy || 0;
+      c.audioSecondsOut += s.totalSamplesDuration || 0;
     } else if (s.type === 'outbound-rtp') {
       c.bytesOut += (s.bytesSent || 0) + (s.headerBytesSent || 0);
     } else if (s.type === 'transport' && s.selectedCandidatePairId) {
@@ -36,6 +45,17 @@ export async function readCounters(pc) {
     c.path = local?.candidateType === 'relay' || remote?.candidateType === 'relay' ? 'relay' : 'direct';
   }
   return c;
+}
+
+export const SPEAKING_RMS = 0.02;  // an audio level (RMS, 0..1) above which someone speaks
+
+/**
+ * The audio's mean level (RMS, 0..1) between two readings, heard ("In") or sent ("Out").
+ * @param {any} before @param {any} after @param {'In'|'Out'} way
+ */
+export function audioLevel(before, after, way) {
+  const seconds = after[`audioSeconds${way}`] - before[`audioSeconds${way}`];
+  return seconds > 0 ? Math.sqrt(Math.max(0, after[`audioEnergy${way}`] - before[`audioEnergy${way}`]) / seconds) : 0;
 }
 
 /** The rates between two readings of the same connection. */

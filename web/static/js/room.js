@@ -48,6 +48,8 @@ function drawTile(id) {
   if (person.media.mic === false) flags.push(t('mic_muted'));
   if (person.media.cam === false) flags.push(t('cam_muted'));
   if (person.trouble) flags.push(t('peer_trouble'));
+  if (person.speaking) flags.push(t('speaking'));
+  tile.classList.toggle('speaking', Boolean(person.speaking));
   const hand = call.handOrder(id);
   if (hand) flags.push(t('hand_raised', {order: hand}));
   const box = tile.querySelector('.flags');
