@@ -30,6 +30,16 @@ async def send(page, text: str) -> None:
     await expect(page.get_by_label("Nachricht")).to_have_value("")
 
 
+async def two_in_a_call(org, chromium, room: str):
+    """The guest link of a new room, and two pages in its call ("Erste" sees "Zweite")."""
+    link = await guest_link(org, room)
+    a, b = await new_page(chromium), await new_page(chromium)
+    await enter_as_guest(a, link, "Erste")
+    await enter_as_guest(b, link, "Zweite")
+    await wait_playing(tile(a, "Zweite").locator("video"))
+    return link, a, b
+
+
 async def test_chat_goes_peer_to_peer_as_text_with_unread_counts_and_history_for_latecomers(org, chromium):
     link = await guest_link(org, "Plauderrunde")
     a, b = await new_page(chromium), await new_page(chromium)
@@ -74,11 +84,7 @@ async def test_chat_goes_peer_to_peer_as_text_with_unread_counts_and_history_for
 
 
 async def test_raised_hands_show_on_the_tiles_in_the_order_they_went_up(org, chromium):
-    link = await guest_link(org, "Meldungen")
-    a, b = await new_page(chromium), await new_page(chromium)
-    await enter_as_guest(a, link, "Erste")
-    await enter_as_guest(b, link, "Zweite")
-    await wait_playing(tile(a, "Zweite").locator("video"))
+    link, a, b = await two_in_a_call(org, chromium, "Meldungen")
     await b.get_by_role("button", name="Hand heben").click()
     await expect(b.get_by_role("button", name="Hand senken")).to_have_attribute("aria-pressed", "true")
     await expect(tile(a, "Zweite")).to_contain_text("Hand gehoben (1)")
@@ -127,11 +133,7 @@ async def test_on_a_phone_every_call_button_fits_and_the_rest_is_under_more(org,
 
 
 async def test_the_tile_of_whoever_speaks_shows_it(org, chromium):
-    link = await guest_link(org, "Wer spricht")
-    a, b = await new_page(chromium), await new_page(chromium)
-    await enter_as_guest(a, link, "Erste")
-    await enter_as_guest(b, link, "Zweite")
-    await wait_playing(tile(a, "Zweite").locator("video"))
+    _, a, b = await two_in_a_call(org, chromium, "Wer spricht")
     # Chromium's fake microphone beeps: Zweite speaks, as Erste's page hears it, and by her own
     await expect(tile(a, "Zweite")).to_contain_text("spricht", timeout=15_000)
     await expect(tile(a, "Zweite")).to_have_class(re.compile(r"\bspeaking\b"))
