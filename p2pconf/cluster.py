@@ -156,8 +156,7 @@ class Cluster(Peers):
     def stats(self, session: Session) -> None:
         homes = {m.home: m.id for m in session.room.members.values() if m.home and m.id not in self.hub.sessions}
         for channel, member_id in homes.items():  # once to each process with members in the room
-            self.writes.put_nowait(("_FORWARD", channel, member_id,
-                                    {"type": "_stats", "id": session.id, "peers": session.stats}))
+            self._queue(("_FORWARD", channel, member_id, {"type": "_stats", "id": session.id, "peers": session.stats}))
 
     def presence_here(self, login: str, state: str) -> None:
         if self.published.get(login, "offline") == state:
@@ -172,7 +171,7 @@ class Cluster(Peers):
         self._queue(("PUBLISH", ALL, self._envelope(presence={login: state})))
 
     def presence_elsewhere(self, login: str) -> str:
-        return max((self.elsewhere.get(login) or {"": "offline"}).values(), key=PRESENCE_RANK.index)
+        return max(self.elsewhere.get(login, {}).values(), key=PRESENCE_RANK.index, default="offline")
 
     def send_to_user(self, login: str, msg: Message) -> None:
         self._queue(("PUBLISH", ALL, self._envelope(user=login, msg=msg)))
@@ -327,10 +326,8 @@ class Cluster(Peers):
                 for command in batch:
                     if command[0] == "_FORWARD":
                         _, channel, peer_id, msg = command
-                        envelope = json.dumps({"to": peer_id, "from_proc": self.process, "msg": msg},
-                                              separators=(",", ":"))
                         await self.forward_script(keys=[channel, PREFIX + "held:" + peer_id],
-                                                  args=[envelope, MAX_HELD, int(self.grace_s) + 60], client=pipe)
+                                                  args=[self._envelope(to=peer_id, msg=msg), MAX_HELD, int(self.grace_s) + 60], client=pipe)
                     elif command[0] == "_REDRAIN":
                         pipe.lrange(PREFIX + "held:" + command[1], 0, -1)
                         pipe.delete(PREFIX + "held:" + command[1])
@@ -385,8 +382,7 @@ class Cluster(Peers):
         elif "presence" in envelope:
             self._take_presence(proc, envelope["presence"])
         elif "user" in envelope:
-            for session in self.hub.sessions_of(envelope["user"]):
-                session.send(envelope["msg"])
+            self.hub.send_here(envelope["user"], envelope["msg"])
 
     def _take_presence(self, proc: str, states: dict[str, str]) -> None:
         """Take `states` (login -> presence) as what process `proc` says of its users now."""

@@ -166,9 +166,13 @@ class Hub:
 
     def send_to_user(self, login: str, msg: Message) -> None:
         """Send `msg` to every page `login` has open, on any process."""
+        self.send_here(login, msg)
+        self.peers.send_to_user(login.lower(), msg)
+
+    def send_here(self, login: str, msg: Message) -> None:
+        """Send `msg` to the pages `login` has open on this process."""
         for session in self.sessions_of(login):
             session.send(msg)
-        self.peers.send_to_user(login.lower(), msg)
 
     def in_call(self, login: str) -> bool:
         return self.presence(login) == "in-call"
