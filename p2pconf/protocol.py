@@ -183,7 +183,10 @@ def is_version(value: Any) -> bool:
 
 
 def clean_media(value: Any, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate a media state {mode, mic, cam}; missing fields keep `previous`."""
+    """Validate a media state {mode, mic, cam, screen}; missing fields keep `previous`.
+
+    `screen` (whether the client shares its screen) appears only once a client has said it.
+    """
     state = dict(previous or {"mode": "audio+video", "mic": True, "cam": True})
     if value is None:
         return state
@@ -193,7 +196,7 @@ def clean_media(value: Any, previous: dict[str, Any] | None = None) -> dict[str,
         if value["mode"] not in MODES:
             raise ProtocolError("bad-message", f"media.mode must be one of {', '.join(MODES)}")
         state["mode"] = value["mode"]
-    for key in ("mic", "cam"):
+    for key in ("mic", "cam", "screen"):
         if key in value:
             if not isinstance(value[key], bool):
                 raise ProtocolError("bad-message", f"media.{key} must be true or false")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -63,8 +64,8 @@ async def enter_as_guest(page: Page, link: str, name: str) -> None:
 
 
 def tile(page: Page, name: str) -> Locator:
-    """A participant's tile: a button whose accessible name starts with the display name."""
-    return page.locator(".tile").filter(has=page.locator(".name", has_text=name))
+    """A participant's tile: the tile whose name is exactly `name`."""
+    return page.locator(".tile").filter(has=page.locator(".name", has_text=re.compile(f"^{re.escape(name)}$")))
 
 
 async def wait_playing(video: Locator, timeout_ms: int = 20_000) -> None:

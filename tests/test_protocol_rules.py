@@ -32,6 +32,12 @@ def test_media_state_merges_and_audio_only_means_camera_off():
         protocol.clean_media({"mode": "video-only"})
     with pytest.raises(ProtocolError):
         protocol.clean_media({"mic": "off"})
+    # sharing a screen is part of the state once said, in any mode, and only true or false
+    sharing = protocol.clean_media({"screen": True}, state)
+    assert sharing == {"mode": "audio-only", "mic": True, "cam": False, "screen": True}
+    assert protocol.clean_media({"mic": False}, sharing)["screen"] is True
+    with pytest.raises(ProtocolError):
+        protocol.clean_media({"screen": 1})
 
 
 def test_signal_payloads_are_checked():

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from .client import SignalingClient
@@ -59,6 +59,15 @@ class PeerLink:
     states: list[str] = field(default_factory=list)
     inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     worker: asyncio.Task | None = None
+
+
+def line_kind(pc: RTCPeerConnection, receiver) -> str:
+    """"audio", "video" (the camera) or "screen": the second video line (docs/protocol.md "Media lines").
+
+    aiortc keeps its transceivers in m-line order, as an offerer and as an answerer.
+    """
+    video = [t.receiver for t in pc.getTransceivers() if t.kind == "video"]
+    return "screen" if len(video) > 1 and receiver is video[1] else receiver.track.kind
 
 
 def split_candidates(sdp: str) -> tuple[str, list[Message]]:
@@ -235,6 +244,8 @@ class Bot:
         link.pending = []  # candidates of an earlier session are void
         for source in self.sources.values():
             self._add_track(link, source)
+        if "video" in self.sources:  # the screen line (docs/protocol.md "Media lines"): we watch, never share
+            link.pc.addTransceiver("video", direction="recvonly")
         await link.pc.setLocalDescription(await link.pc.createOffer())
         await self._send_description(link, "offer", restart=restart)
 
@@ -267,7 +278,10 @@ class Bot:
         if link.pc is not None:
             self._retire(link)
         # Always pass the configured list: with none, aiortc would add a public STUN server.
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self._ice_servers)))
+        # max-bundle: with aiortc's default ("balanced"), an answerer's second video line keeps
+        # a transport that BUNDLE then discards, and a shared screen never arrives.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self._ice_servers),
+                                                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         link.pc = pc
 
         wire = link.wire = WireCounter()
@@ -277,7 +291,8 @@ class Bot:
             receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
             if not link.meters:  # the first track: its transport carries them all (BUNDLE)
                 wire.attach(receiver.transport.transport)
-            link.meters[track.kind] = TrackMeter(track, receiver, wire)
+            kind = line_kind(pc, receiver)
+            link.meters[kind] = TrackMeter(track, receiver, wire, stamped=kind != "screen")
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -379,6 +394,8 @@ class Bot:
                     "rtt_series": link.rtt_series.get(track.kind, []),
                 }
             for kind, meter in link.meters.items():
+                if kind == "screen" and meter.first_at is None:
+                    continue  # a screen line nobody shared on
                 entry["received"][kind] = {
                     "first_at": meter.first_at,
                     "last_at": meter.last_at,

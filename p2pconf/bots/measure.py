@@ -141,8 +141,10 @@ class _Mark(NamedTuple):
 class TrackMeter:
     """Consumes one remote track and records what arrived."""
 
-    def __init__(self, track: MediaStreamTrack, receiver: Any, wire: WireCounter):
+    def __init__(self, track: MediaStreamTrack, receiver: Any, wire: WireCounter, stamped: bool = True):
+        """`stamped`: the video carries the bots' frame stamps (a shared screen does not)."""
         self.kind = track.kind
+        self.stamped = stamped
         self.track = track
         self.wire = wire
         self.ssrcs: set[int] = set()  # the stream's SSRC, and its retransmission SSRC once used
@@ -192,7 +194,8 @@ class TrackMeter:
                 self.frames += 1
                 if self.kind == "video":
                     self.freezes.frame(now)
-                    self._read_stamp(frame, now)
+                    if self.stamped:
+                        self._read_stamp(frame, now)
                 else:
                     self._audio.append(frame)  # converted only when the tone is asked for
         except MediaStreamError:

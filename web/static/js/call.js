@@ -1,13 +1,15 @@
 // One participant's call, without the DOM: the server connection, the mesh, who takes
 // part, whom we show in our centre (and so tell the server), the 1-s quality sampler
-// with the split of our upload budget, the stats upload and who speaks, the link matrix, mute, the
-// chat and raised hands over the peers' data channels, and the end of the call. room.js draws what a Call announces and forwards clicks to it.
+// with the split of our upload budget, the stats upload and who speaks, the link matrix, mute,
+// screen sharing, the chat and raised hands over the peers' data channels, and the end of the
+// call. room.js draws what a Call announces and forwards clicks to it.
 
 import {Chat, MAX_HISTORY, MAX_TEXT_CHARS} from './chat.js';
 import {Mesh} from './mesh.js';
 import {CallQuality, SPEAKING_RMS, audioLevel, readCounters, splitBudget} from './quality.js';
 
 export const SELF = 'self';  // the participant id of this page's own tile
+const SCREEN = '/screen';  // a peer's shared screen is the participant `<peer id>/screen`
 const SAMPLE_MS = 1000;  // one quality sample per peer and second
 const UPLOAD_EVERY = 2;  // samples between two stats uploads (docs/protocol.md)
 const MATRIX_EVERY_MS = 2000;  // how often an open link-quality view asks again
@@ -15,7 +17,8 @@ const DEFAULT_BUDGET_KBPS = 2000;  // when the server's welcome names no uploadK
 
 /**
  * @typedef {{id: string, name: string, stream: MediaStream, media: Record<string, unknown>,
- *            trouble: boolean, speaking?: boolean}} Participant
+ *            trouble: boolean, speaking?: boolean, screenOf?: string}} Participant
+ *   `screenOf`: for a shared screen, the id of the peer who shares it
  * @typedef {{reason: 'left'|'refused'|'room-full'|'join-failed', code?: number|string,
  *            message?: string}} Ending
  */
@@ -28,6 +31,7 @@ const DEFAULT_BUDGET_KBPS = 2000;  // when the server's welcome names no uploadK
  * - `quality` (detail: {id, verdict}): the last seconds of one link, judged;
  * - `matrix` (detail: the link-matrix message);
  * - `callstatus` (detail: a call-status message of this call: an invitee's answer);
+ * - `sharing` (detail: {on}): we started or stopped sharing our screen;
  * - `connectionlost` (detail: {lost}): the server is unreachable (true) or back (false);
  * - `ended` (detail: an Ending and `summary`, the quality summary or null): all is closed.
  */
@@ -55,6 +59,8 @@ export class Call extends EventTarget {
     this.chat = new Chat();
     /** @type {Map<string, number>} who has a hand up (SELF included), and since when by our clock */
     this.hands = new Map();
+    /** @type {MediaStreamTrack|null} the screen we share */
+    this.screenTrack = null;
     /** @type {Map<string, object>} each peer's last counters (readCounters), for its audio level */
     this.lastCounters = new Map();
     /** @type {object|null} the last link matrix */
@@ -127,6 +133,67 @@ export class Call extends EventTarget {
   }
 
   /**
+   * Switch devices during the call: each track of `stream` replaces ours of its kind on every
+   * connection (replaceTrack, no renegotiation) and keeps its mute state; the old one stops.
+   * @param {MediaStream} stream
+   */
+  async useDevices(stream) {
+    for (const track of stream.getTracks()) {
+      const old = this.stream.getTracks().find((t) => t.kind === track.kind);
+      if (!old) {
+        track.stop();  // e.g. a camera in a call we joined without one
+        continue;
+      }
+      track.enabled = old.enabled;
+      if (this.mesh) await this.mesh.replaceTrack(old, track);
+      this.stream.removeTrack(old);
+      this.stream.addTrack(track);
+      old.stop();
+    }
+    this.emit('participant', {id: SELF});
+  }
+
+  /**
+   * Share a screen (a getDisplayMedia track) with everyone, or stop sharing with null. The
+   * browser's own "stop sharing" ends it too. @param {MediaStreamTrack|null} track
+   */
+  async shareScreen(track) {
+    if (track === this.screenTrack || !this.mesh) return;
+    const before = this.screenTrack;
+    this.screenTrack = track;
+    if (track) {
+      track.contentHint = 'detail';  // text stays sharp: resolution before frame rate
+      track.addEventListener('ended', () => { if (this.screenTrack === track) this.shareScreen(null); });
+    }
+    before?.stop();
+    this.media.screen = Boolean(track);
+    this.conn.setMedia({screen: Boolean(track)});
+    this.emit('sharing', {on: Boolean(track)});
+    await this.mesh.shareScreen(track);  // replaceTrack waits for each connection's pending operations
+  }
+
+  /**
+   * Show a peer's shared screen as a participant of its own while the peer says it shares
+   * (docs/protocol.md "Media lines"); a screen that appears takes the centre.
+   * @param {import('./mesh.js').Peer} peer
+   */
+  syncScreen(peer) {
+    const id = peer.id + SCREEN;
+    const shown = this.participants.has(id);
+    const shared = peer.media.screen === true && peer.screenStream.getVideoTracks().length > 0 && !this.over;
+    if (shared && !shown) {
+      this.participants.set(id, {id, name: peer.name, stream: peer.screenStream, media: {}, trouble: false,
+                                 screenOf: peer.id});
+      this.emit('participant', {id});
+      this.setCentre(id);
+    } else if (!shared && shown) {
+      this.participants.delete(id);
+      this.emit('participantleft', {id});
+      this.updateCentre();
+    }
+  }
+
+  /**
    * Send a chat message to everyone in the call (peer to peer); the message, or null for
    * an empty or too long text. @param {string} text
    */
@@ -191,6 +258,7 @@ export class Call extends EventTarget {
     if (this.mesh) this.mesh.close();
     this.conn.close();
     for (const track of this.stream.getTracks()) track.stop();
+    this.screenTrack?.stop();
     this.participants.clear();
     const summary = this.joined ? this.quality.summary(this.roomId, this.name, this.matrix) : null;
     this.emit('ended', {...ending, summary});
@@ -208,7 +276,10 @@ export class Call extends EventTarget {
       mesh.remove(msg.id);
     } else if (msg.type === 'peer-media') {
       const peer = mesh.peers.get(msg.id);
-      if (peer) peer.media = msg.media;
+      if (peer) {
+        peer.media = msg.media;
+        this.syncScreen(peer);
+      }
       const person = this.participants.get(msg.id);
       if (person) {
         person.media = msg.media;
@@ -231,8 +302,13 @@ export class Call extends EventTarget {
     for (const p of peers) this.focusOf.set(p.id, p.focus);
     const mesh = new Mesh(this.conn, this.conn.welcome.iceServers, this.stream, this.mode !== 'audio-only');
     this.mesh = mesh;
+    mesh.screenTrack = this.screenTrack;
     mesh.addEventListener('track', (/** @type {any} */ e) => {
-      const peer = e.detail;
+      const {peer, screen} = e.detail;
+      if (screen) {
+        this.syncScreen(peer);
+        return;
+      }
       if (!this.participants.has(peer.id)) {
         this.participants.set(peer.id, {id: peer.id, name: peer.name, stream: peer.stream, media: peer.media,
                                         trouble: false});
@@ -250,8 +326,9 @@ export class Call extends EventTarget {
       if (this.over) return;
       this.setHand(e.detail.id, false);
       this.lastCounters.delete(e.detail.id);
-      this.participants.delete(e.detail.id);
-      this.emit('participantleft', {id: e.detail.id});
+      for (const id of [e.detail.id, e.detail.id + SCREEN]) {
+        if (this.participants.delete(id)) this.emit('participantleft', {id});
+      }
       this.updateCentre();
     });
     mesh.addEventListener('channelopen', (/** @type {any} */ e) => {
@@ -295,7 +372,8 @@ export class Call extends EventTarget {
     if (this.centre === SELF && !this.centreChosen) {
       this.centre = [...this.participants.keys()].find((id) => id !== SELF) ?? SELF;
     }
-    const focus = this.centre === SELF ? null : this.centre;
+    const centre = this.participants.get(this.centre);
+    const focus = this.centre === SELF ? null : centre?.screenOf ?? this.centre;
     if (focus !== this.sentFocus && this.joined && !this.over) {
       this.sentFocus = focus;
       this.conn.send({type: 'focus', peer: focus});
@@ -305,7 +383,8 @@ export class Call extends EventTarget {
 
   /**
    * Every second: sample each link and judge it, split the video budget between the peers
-   * (more to those who show us in their centre); every UPLOAD_EVERY seconds tell the server.
+   * (more to those who show us in their centre; while we share, the screen gets that share
+   * and the camera goes as a thumbnail); every UPLOAD_EVERY seconds tell the server.
    */
   async sample() {
     const mesh = this.mesh;
@@ -328,8 +407,15 @@ export class Call extends EventTarget {
       if (n === 0) this.setSpeaking(SELF, this.media.mic && audioLevel(before, counters, 'Out') >= SPEAKING_RMS);
     }
     const budgetKbps = this.conn.welcome.uploadKbps || DEFAULT_BUDGET_KBPS;
-    const limits = splitBudget(budgetKbps, peers.map((p) => ({id: p.id, centred: this.focusOf.get(p.id) === this.conn.id})));
-    for (const [id, limit] of limits) mesh.limitVideo(id, limit);
+    const sharing = Boolean(this.screenTrack);
+    const cameras = splitBudget(budgetKbps, peers.map((p) => ({id: p.id,
+                                                             centred: !sharing && this.focusOf.get(p.id) === this.conn.id})));
+    for (const [id, limit] of cameras) mesh.limitVideo(id, limit);
+    if (sharing) {
+      const thumbsKbps = [...cameras.values()].reduce((sum, limit) => sum + limit.maxBitrate / 1000, 0);
+      const screens = splitBudget(budgetKbps - thumbsKbps, peers.map((p) => ({id: p.id, centred: true})));
+      for (const [id, limit] of screens) mesh.limitVideo(id, limit, true);
+    }
     if (this.ticks % UPLOAD_EVERY === 0) this.conn.send({type: 'stats', peers: this.quality.upload(peers.map((p) => p.id))});
   }
 }

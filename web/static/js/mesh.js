@@ -1,12 +1,15 @@
 // One RTCPeerConnection per remote participant, negotiated as docs/protocol.md says:
 // the newcomer offers; only a pair's offerer offers again (ICE restart); candidates
 // trickle, and those that arrive before the remote description wait in a queue.
+// Every connection has a camera line and a screen line (docs/protocol.md "Media lines").
 // No DOM access: like the RTCPeerConnections it holds, the mesh is an EventTarget.
 
 /**
  * @typedef {{id: string, pc: RTCPeerConnection, offerer: boolean, pending: (RTCIceCandidateInit|null)[],
- *            stream: MediaStream, name: string, media: Record<string, unknown>,
- *            channel: RTCDataChannel}} Peer
+ *            stream: MediaStream, screenStream: MediaStream, screen: RTCRtpTransceiver|null,
+ *            name: string, media: Record<string, unknown>, channel: RTCDataChannel}} Peer
+ *   `stream`: the peer's camera and microphone; `screenStream`: its screen line's track;
+ *   `screen`: the screen line's transceiver (the answerer knows it once the first offer is in)
  */
 
 // The pair's data channel ("p2p", docs/protocol.md "Between the peers"): negotiated on both
@@ -16,7 +19,7 @@ const MAX_CHANNEL_MESSAGE = 256 * 1024;  // what a peer may send us in one data-
 
 /**
  * A Mesh fires (each a CustomEvent):
- * - `track` (detail: the Peer): a peer's stream got a track;
+ * - `track` (detail: {peer, screen}): a peer's stream (or, with `screen`, its screenStream) got a track;
  * - `connectionstatechange` (detail: {peer, state}): a peer connection's state changed;
  * - `peerremoved` (detail: the Peer): a peer has left, its connection is closed;
  * - `channelopen` (detail: the Peer): the data channel to a peer is open;
@@ -37,6 +40,8 @@ export class Mesh extends EventTarget {
     this.localStream = localStream;
     /** @type {Map<string, Peer>} */
     this.peers = new Map();
+    /** @type {MediaStreamTrack|null} the screen we share, if we do */
+    this.screenTrack = null;
   }
 
   /** @param {string} type @param {unknown} detail */
@@ -62,6 +67,7 @@ export class Mesh extends EventTarget {
       if (msg.type === 'offer') {
         await peer.pc.setRemoteDescription({type: 'offer', sdp: msg.sdp});
         await this.flush(peer);
+        await this.adoptScreenLine(peer);
         await peer.pc.setLocalDescription();
         this.conn.send({type: 'answer', to: peer.id, sdp: peer.pc.localDescription.sdp});
       } else if (msg.type === 'answer') {
@@ -88,6 +94,30 @@ export class Mesh extends EventTarget {
     if (peer.channel.readyState === 'open') peer.channel.send(JSON.stringify(msg));
   }
 
+  /**
+   * Share a screen with every peer on its screen line (no renegotiation), or stop with null.
+   * @param {MediaStreamTrack|null} track
+   */
+  async shareScreen(track) {
+    this.screenTrack = track;
+    await Promise.all([...this.peers.values()].map(async (peer) => {
+      try {
+        if (peer.screen && peer.screen.sender.track !== track) await peer.screen.sender.replaceTrack(track);
+      } catch (e) {
+        console.warn('could not share the screen with', peer.name, e);
+      }
+    }));
+  }
+
+  /**
+   * Send `track` instead of `old` on every connection (another camera or microphone).
+   * @param {MediaStreamTrack} old @param {MediaStreamTrack} track
+   */
+  async replaceTrack(old, track) {
+    const senders = [...this.peers.values()].flatMap((peer) => peer.pc.getSenders().filter((s) => s.track === old));
+    await Promise.all(senders.map((sender) => sender.replaceTrack(track)));
+  }
+
   /** Forget a peer that left. @param {string} id */
   remove(id) {
     const peer = this.peers.get(id);
@@ -103,12 +133,16 @@ export class Mesh extends EventTarget {
   }
 
   /**
-   * Cap the video we send to one peer (RTCRtpSender.setParameters); no-op until negotiated.
+   * Cap the camera (or, with `screen`, the screen) we send to one peer
+   * (RTCRtpSender.setParameters); no-op until negotiated.
    * @param {string} id @param {{maxBitrate: number, scaleResolutionDownBy: number}} limits
+   * @param {boolean} screen
    */
-  async limitVideo(id, limits) {
-    const sender = this.peers.get(id)?.pc.getSenders().find((s) => s.track?.kind === 'video');
-    if (!sender) return;
+  async limitVideo(id, limits, screen = false) {
+    const peer = this.peers.get(id);
+    const camera = this.localStream.getVideoTracks()[0];
+    const sender = screen ? peer?.screen?.sender : peer?.pc.getSenders().find((s) => s.track && s.track === camera);
+    if (!sender?.track) return;
     const params = sender.getParameters();
     const encoding = params.encodings?.[0];
     if (!encoding || (encoding.maxBitrate === limits.maxBitrate
@@ -125,7 +159,8 @@ export class Mesh extends EventTarget {
     const pc = new RTCPeerConnection({iceServers: this.iceServers});
     const channel = pc.createDataChannel(CHANNEL.label, {negotiated: true, id: CHANNEL.id});
     /** @type {Peer} */
-    const peer = {id, pc, offerer, pending: [], stream: new MediaStream(), name, media: media || {}, channel};
+    const peer = {id, pc, offerer, pending: [], stream: new MediaStream(), screenStream: new MediaStream(),
+                  screen: null, name, media: media || {}, channel};
     this.peers.set(id, peer);
     channel.onopen = () => this.emit('channelopen', peer);
     channel.onmessage = (e) => {
@@ -139,15 +174,19 @@ export class Mesh extends EventTarget {
       if (msg && typeof msg === 'object' && typeof msg.type === 'string') this.emit('channelmessage', {peer, msg});
     };
     for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
-    if (offerer && this.receiveVideo && !this.localStream.getVideoTracks().length) {
-      pc.addTransceiver('video', {direction: 'recvonly'});  // no camera here, but we still watch the others
+    if (offerer && this.receiveVideo) {  // an audio-only call has no video line at all
+      if (!this.localStream.getVideoTracks().length) {  // no camera here, but we still watch the others'
+        pc.addTransceiver('video', {direction: 'recvonly'});
+      }
+      peer.screen = pc.addTransceiver(this.screenTrack ?? 'video', {direction: 'sendrecv'});
     }
     pc.onicecandidate = (e) => {
       this.conn.send({type: 'candidate', to: id, candidate: e.candidate ? e.candidate.toJSON() : null});
     };
     pc.ontrack = (e) => {
-      peer.stream.addTrack(e.track);
-      this.emit('track', peer);
+      const screen = e.transceiver === this.screenLine(peer);
+      (screen ? peer.screenStream : peer.stream).addTrack(e.track);
+      this.emit('track', {peer, screen});
     };
     pc.onconnectionstatechange = () => {
       this.emit('connectionstatechange', {peer, state: pc.connectionState});
@@ -166,6 +205,29 @@ export class Mesh extends EventTarget {
     const msg = {type: 'offer', to: peer.id, sdp: peer.pc.localDescription.sdp};
     if (restart) msg.restart = true;
     this.conn.send(msg);
+  }
+
+  /**
+   * The peer's screen line: the second video m-line of the negotiated SDP (docs/protocol.md
+   * "Media lines"); null before the first offer, or when the offer had none (an audio-only bot).
+   * @param {Peer} peer
+   */
+  screenLine(peer) {
+    if (peer.screen || !peer.pc.remoteDescription) return peer.screen;
+    const mids = [...peer.pc.remoteDescription.sdp.matchAll(/^m=video[^]*?^a=mid:(\S+)/gm)].map((m) => m[1]);
+    peer.screen = peer.pc.getTransceivers().find((t) => mids.length > 1 && t.mid === mids[1]) ?? null;
+    return peer.screen;
+  }
+
+  /**
+   * As the answerer, after the first offer: open the screen line for sending too, and put
+   * on it what we share. @param {Peer} peer
+   */
+  async adoptScreenLine(peer) {
+    const line = this.screenLine(peer);
+    if (!line || peer.offerer) return;
+    if (line.direction === 'recvonly') line.direction = 'sendrecv';
+    if (line.sender.track !== this.screenTrack) await line.sender.replaceTrack(this.screenTrack);
   }
 
   async flush(peer) {

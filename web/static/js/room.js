@@ -6,6 +6,7 @@
 import * as api from './api.js';
 import {CLOSE_SIGNED_OUT, ServerConnection, serverUrl} from './protocol.js';
 import {Call, SELF} from './call.js';
+import {openDevices, settings, useSpeaker} from './devices.js';
 import {refusalText, t} from './i18n.js';
 import {$, say} from './page.js';
 
@@ -22,17 +23,18 @@ function drawTile(id) {
     tile = document.createElement('button');
     tile.type = 'button';
     tile.id = `tile-${id}`;
-    tile.className = id === SELF ? 'tile self' : 'tile';
+    tile.className = id === SELF ? 'tile self' : person.screenOf ? 'tile screen' : 'tile';
     const video = document.createElement('video');
     video.autoplay = true;
     video.playsInline = true;
     video.muted = id === SELF;
+    useSpeaker(video);
     const name = document.createElement('span');
     name.className = 'name';
     const flags = document.createElement('span');
     flags.className = 'flags';
     tile.append(video, name, flags);
-    if (id !== SELF) {
+    if (id !== SELF && !person.screenOf) {
       const quality = document.createElement('span');
       quality.className = 'quality';
       quality.dataset.quality = 'unknown';
@@ -43,7 +45,7 @@ function drawTile(id) {
   }
   const video = tile.querySelector('video');
   if (video.srcObject !== person.stream) video.srcObject = person.stream;
-  tile.querySelector('.name').textContent = person.name;
+  tile.querySelector('.name').textContent = shownName(person);
   const flags = [];
   if (person.media.mic === false) flags.push(t('mic_muted'));
   if (person.media.cam === false) flags.push(t('cam_muted'));
@@ -78,22 +80,25 @@ function drawStage() {
   }
   if (!person) return;
   if ($('stage-video').srcObject !== person.stream) $('stage-video').srcObject = person.stream;
-  $('stage-name').textContent = person.name;
+  $('stage-name').textContent = shownName(person);
 }
 
-// A mesh sends one stream per peer: ask for a modest picture (the camera may give more).
-const VIDEO = {width: {ideal: 640}, height: {ideal: 360}, frameRate: {ideal: 15, max: 24}};
+/** A participant's name as its tile says it. @param {import('./call.js').Participant} person */
+function shownName(person) {
+  return person.screenOf ? t('screen_of', {name: person.name}) : person.name;
+}
 
+/** Camera and microphone, as chosen in "Einstellungen". @param {boolean} video */
 async function camera(video) {
   try {
-    return await navigator.mediaDevices.getUserMedia({audio: true, video: video && VIDEO});
+    return await openDevices(video);
   } catch (e) {
     if (!video) throw e;
     // No camera or no permission: offer to take part with sound only.
     $('audio-only-offer').hidden = false;
     await new Promise((resolve) => { $('join-audio-only').onclick = resolve; });
     $('audio-only-offer').hidden = true;
-    return navigator.mediaDevices.getUserMedia({audio: true, video: false});
+    return openDevices(false);
   }
 }
 
@@ -244,6 +249,10 @@ async function main() {
   on('quality', ({id, verdict}) => drawQuality(id, verdict));
   on('matrix', drawMatrix);
   on('callstatus', showStatus);
+  on('sharing', ({on: sharing}) => {
+    $('screen').textContent = sharing ? t('screen_stop') : t('screen_share');
+    $('screen').setAttribute('aria-pressed', String(sharing));
+  });
   on('connectionlost', ({lost}) => say(lost ? t('server_lost') : ''));
   on('ended', (ending) => showEnded(ending, me));
   call.chat.addEventListener('message', (e) => drawChatMessage(/** @type {CustomEvent} */ (e).detail));
@@ -284,6 +293,23 @@ async function main() {
   toggle($('mic'), 'mic', t('mic_on'), t('mic_off'));
   toggle($('cam'), 'cam', t('cam_on'), t('cam_off'));
   $('leave').onclick = () => call.end({reason: 'left'});
+  settings({video: call.stream.getVideoTracks().length > 0, current: () => call.stream,
+            onchange: (changed) => call.useDevices(changed)});
+  // phones cannot share a screen, and an audio-only call carries no video
+  $('screen').hidden = !navigator.mediaDevices.getDisplayMedia || roomMode === 'audio-only';
+  $('screen').onclick = async () => {
+    if (call.screenTrack) {
+      call.shareScreen(null);
+      return;
+    }
+    try {
+      // a screen changes little: 15 frames a second leave the bits to the resolution
+      const screen = await navigator.mediaDevices.getDisplayMedia({video: {frameRate: {max: 15}}, audio: false});
+      await call.shareScreen(screen.getVideoTracks()[0]);
+    } catch (e) {
+      if (e.name !== 'NotAllowedError') say(t('screen_failed', {message: e.message}));  // not when the user cancelled
+    }
+  };
   $('chat-toggle').onclick = () => {
     const open = $('chat-panel').hidden;
     $('chat-panel').hidden = !open;

@@ -1,0 +1,68 @@
+"""Screen sharing in Chromium: an extra video line on the existing connections, to browsers and bots."""
+
+from __future__ import annotations
+
+from playwright.async_api import expect
+
+from p2pconf.bots.bot import Bot, BotOptions
+
+from .browser import enter_as_guest, new_page, screenshot, tile, wait_playing
+from .conftest import wait_until
+from .org import base_of, guest_link
+
+SHARE = "Bildschirm teilen"
+STOP = "Teilen beenden"
+
+
+def screen_frames(bot: Bot, sharer: str) -> int:
+    """Frames of the screen a bot has received from one participant."""
+    link = next((l for l in bot.links.values() if l.name == sharer), None)
+    meter = link.meters.get("screen") if link else None
+    return meter.frames if meter else 0
+
+
+async def test_a_shared_screen_is_its_own_tile_in_the_centre_for_browsers_and_bots(org, chromium, loopback, bots):
+    link = await guest_link(org, "Bildschirmrunde")
+    early = Bot(1, base_of(org), "", BotOptions(invite=link))  # Erste offers to it
+    bots.append(early)
+    await early.start()
+    a = await new_page(chromium)
+    await enter_as_guest(a, link, "Erste")
+    late = Bot(2, base_of(org), "", BotOptions(invite=link))  # offers to Erste, its screen line recvonly
+    bots.append(late)
+    await late.start()
+    for name in ("bot-1", "bot-2"):
+        await wait_playing(tile(a, name).locator("video"), timeout_ms=45_000)
+
+    await a.get_by_role("button", name=SHARE).click()
+    await expect(a.get_by_role("button", name=STOP)).to_have_attribute("aria-pressed", "true")
+    for bot in (early, late):
+        await wait_until(lambda bot=bot: screen_frames(bot, "Erste") > 10, timeout=30)
+    report = await early.results()
+    assert report["links"]["Erste"]["received"]["screen"]["frames"] > 10
+    assert "screen" not in report["links"]["bot-2"]["received"]  # only a screen somebody shared is a link
+
+    # a latecomer offers to Erste, who puts the screen on the new connection's screen line
+    b = await new_page(chromium)
+    await enter_as_guest(b, link, "Zweite")
+    screen = tile(b, "Erste – Bildschirm")
+    await wait_playing(screen.locator("video"), timeout_ms=30_000)
+    await expect(screen).to_have_attribute("aria-current", "true")  # a screen takes the centre
+    await expect(b.locator("#stage-name")).to_have_text("Erste – Bildschirm")
+    await wait_playing(tile(b, "Erste").locator("video"))  # the camera goes on beside it
+    # Chromium's fake screen is 1280x720; the screen's content hint keeps its resolution
+    await b.wait_for_function("() => document.getElementById('stage-video').videoWidth >= 1280", timeout=30_000)
+    await screenshot(b, "screen-sharing")
+
+    # the browser's own "stop sharing" ends the track: sharing ends everywhere
+    await a.evaluate("""() => { const track = window.p2pconf.call.screenTrack;
+                                track.stop(); track.dispatchEvent(new Event('ended')); }""")
+    await expect(a.get_by_role("button", name=SHARE)).to_have_attribute("aria-pressed", "false", timeout=15_000)
+    await expect(tile(b, "Erste – Bildschirm")).to_have_count(0, timeout=15_000)
+    await expect(b.locator("#stage-name")).not_to_have_text("Erste – Bildschirm")
+
+    # and the button shares again, this time stopped with the button itself
+    await a.get_by_role("button", name=SHARE).click()
+    await wait_playing(tile(b, "Erste – Bildschirm").locator("video"), timeout_ms=30_000)
+    await a.get_by_role("button", name=STOP).click()
+    await expect(tile(b, "Erste – Bildschirm")).to_have_count(0, timeout=15_000)
