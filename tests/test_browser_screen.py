@@ -28,7 +28,7 @@ async def test_a_shared_screen_is_its_own_tile_in_the_centre_for_browsers_and_bo
     await early.start()
     a = await new_page(chromium)
     await enter_as_guest(a, link, "Erste")
-    late = Bot(2, base_of(org), "", BotOptions(invite=link))  # offers to Erste, its screen line recvonly
+    late = Bot(2, base_of(org), "", BotOptions(invite=link, screen_line=True))  # offers to Erste, screen line recvonly
     bots.append(late)
     await late.start()
     for name in ("bot-1", "bot-2"):

@@ -601,7 +601,7 @@ def _judge_media(media: Any, v: Verdict, optional: bool) -> None:
         return
     if "mode" in media and media["mode"] not in MODES:
         v.fault("bad-message", f"media.mode {short(media['mode'])}", mandatory=media["mode"] is not None)
-    for key in ("mic", "cam"):
+    for key in ("mic", "cam", "screen"):
         if key in media and not isinstance(media[key], bool):
             v.fault("bad-message", f"media.{key} {short(media[key])}", mandatory=media[key] is not None)
 
@@ -715,10 +715,11 @@ def _clean_name(x: Any) -> bool:
 def _media_ok(m: Any) -> bool:
     return (
         isinstance(m, dict)
-        and set(m) == {"mode", "mic", "cam"}
+        and set(m) - {"screen"} == {"mode", "mic", "cam"}  # "screen" once a client has said it
         and m["mode"] in MODES
         and isinstance(m["mic"], bool)
         and isinstance(m["cam"], bool)
+        and isinstance(m.get("screen", False), bool)
         and not (m["mode"] == "audio-only" and m["cam"])
     )
 
@@ -1481,7 +1482,7 @@ def _media_state(value: Any, previous: dict[str, Any] | None) -> dict[str, Any]:
     if isinstance(value, dict):
         if value.get("mode") in MODES:
             state["mode"] = value["mode"]
-        for key in ("mic", "cam"):
+        for key in ("mic", "cam", "screen"):
             if isinstance(value.get(key), bool):
                 state[key] = value[key]
     if state["mode"] == "audio-only":
@@ -1589,7 +1590,7 @@ NESTED = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dic
 VALUES = st.one_of(LEAVES, LEAVES, LEAVES, NESTED, NESTED, DEEP)  # deep nesting in one value of six
 KEYS = ["type", "to", "from", "version", "room", "name", "title", "media", "mode", "mic", "cam", "sdp", "restart",
         "candidate", "sdpMid", "sdpMLineIndex", "peers", "peer", "kbpsIn", "kbpsOut", "lossPct", "rttMs", "path",
-        "id"]
+        "id", "screen"]
 FIELD_VALUES: dict[str, st.SearchStrategy] = {
     "type": st.one_of(st.sampled_from(CLIENT_TYPES + ("error", "welcome", "pong", "Ping", "hello ", "")), STRINGS),
     "version": st.sampled_from([1, 1.0, Raw("1E0"), True, 0, 2, -1, "1", None, 10**30, Raw("1e400"), Raw("NaN")]),
@@ -1600,6 +1601,7 @@ FIELD_VALUES: dict[str, st.SearchStrategy] = {
     "mode": st.sampled_from([*MODES, "hologram", "", "AUDIO-ONLY", None]),
     "mic": st.sampled_from([True, False, 0, 1, "true", None]),
     "cam": st.sampled_from([True, False, 0, 1, "false", None]),
+    "screen": st.sampled_from([True, False, 0, "true", None]),
     "sdp": LONG_STRINGS,
     "restart": st.sampled_from([True, False, 1, "true", None]),
     "sdpMid": st.one_of(st.sampled_from(["0", "", "audio", None, 0, Raw("NaN"), {"x": 1}, ["0"], True, "m" * 64,

@@ -37,6 +37,9 @@ class BotOptions:
     video: VideoSpec | None = field(default_factory=VideoSpec)  # None: audio-only call
     # Send ICE candidates as separate messages, as browsers do, instead of inside the SDP.
     trickle: bool = False
+    # offer a screen line (recvonly) too, to see a screen shared by peers we offer to; off by
+    # default: in the restart drill it cost frozen seconds on bot-to-bot links (not yet understood)
+    screen_line: bool = False
     audio_ms: int = 20  # Opus frame length; longer frames mean fewer packets and less CPU
     invite: str | None = None  # a guest link: enter through it instead of naming the room
 
@@ -244,7 +247,7 @@ class Bot:
         link.pending = []  # candidates of an earlier session are void
         for source in self.sources.values():
             self._add_track(link, source)
-        if "video" in self.sources:  # the screen line (docs/protocol.md "Media lines"): we watch, never share
+        if self.options.screen_line and "video" in self.sources:  # the screen line (docs/protocol.md "Media lines"): we watch, never share
             link.pc.addTransceiver("video", direction="recvonly")
         await link.pc.setLocalDescription(await link.pc.createOffer())
         await self._send_description(link, "offer", restart=restart)
