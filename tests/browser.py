@@ -78,6 +78,13 @@ async def wait_playing(video: Locator, timeout_ms: int = 20_000) -> None:
                                        timeout=timeout_ms)
 
 
+def server_frames(page: Page) -> list[str]:
+    """Every WebSocket frame the page sends to the server, from now on."""
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: frames.append(str(payload))))
+    return frames
+
+
 async def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))

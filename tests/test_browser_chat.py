@@ -6,17 +6,10 @@ import re
 
 from playwright.async_api import expect
 
-from .browser import PHONE, enter_as_guest, new_page, screenshot, tile, wait_playing
+from .browser import PHONE, enter_as_guest, new_page, screenshot, server_frames, tile, wait_playing
 from .org import guest_link
 
 HOSTILE = 'Hallo <b>Welt</b> <img src=x onerror="window.pwned=1"> javascript:alert(1) https://example.org/a?b=1.'
-
-
-def server_frames(page) -> list[str]:
-    """Every WebSocket frame the page sends to the server, from now on."""
-    frames: list[str] = []
-    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: frames.append(str(payload))))
-    return frames
 
 
 async def open_chat(page) -> None:

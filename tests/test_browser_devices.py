@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import expect
 
-from .browser import enter_as_guest, launched, new_page, tile, wait_playing
+from .browser import enter_as_guest, launched, new_page, server_frames, tile, wait_playing
 from .org import guest_link
-from .test_browser_chat import server_frames
 
 SENT_CAMERA = """() => window.p2pconf.call.stream.getVideoTracks()[0].getSettings().deviceId"""
 

@@ -247,7 +247,7 @@ class Bot:
         link.pending = []  # candidates of an earlier session are void
         for source in self.sources.values():
             self._add_track(link, source)
-        if self.options.screen_line and "video" in self.sources:  # the screen line (docs/protocol.md "Media lines"): we watch, never share
+        if self.options.screen_line and "video" in self.sources:  # docs/protocol.md "Media lines"
             link.pc.addTransceiver("video", direction="recvonly")
         await link.pc.setLocalDescription(await link.pc.createOffer())
         await self._send_description(link, "offer", restart=restart)

@@ -46,7 +46,7 @@ def _link(sender: Message | None, receiver: Message, sender_name: str, kind: str
         "rtt_ms": sent.get("rtt_ms"),
         "jitter_ms": got["jitter_ms"],
     }
-    if kind == "video":
+    if kind in ("video", "screen"):
         link["frames"] = got["frames"]
         link["freezes"] = got["freezes"]
         link["frozen_s"] = got["frozen_s"]

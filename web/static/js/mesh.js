@@ -141,7 +141,7 @@ export class Mesh extends EventTarget {
   async limitVideo(id, limits, screen = false) {
     const peer = this.peers.get(id);
     const camera = this.localStream.getVideoTracks()[0];
-    const sender = screen ? peer?.screen?.sender : peer?.pc.getSenders().find((s) => s.track && s.track === camera);
+    const sender = screen ? peer?.screen?.sender : peer?.pc.getSenders().find((s) => camera && s.track === camera);
     if (!sender?.track) return;
     const params = sender.getParameters();
     const encoding = params.encodings?.[0];
@@ -214,8 +214,8 @@ export class Mesh extends EventTarget {
    */
   screenLine(peer) {
     if (peer.screen || !peer.pc.remoteDescription) return peer.screen;
-    const mids = [...peer.pc.remoteDescription.sdp.matchAll(/^m=video[^]*?^a=mid:(\S+)/gm)].map((m) => m[1]);
-    peer.screen = peer.pc.getTransceivers().find((t) => mids.length > 1 && t.mid === mids[1]) ?? null;
+    const videoMids = [...peer.pc.remoteDescription.sdp.matchAll(/^m=video[^]*?^a=mid:(\S+)/gm)].map((m) => m[1]);
+    peer.screen = videoMids.length > 1 ? peer.pc.getTransceivers().find((t) => t.mid === videoMids[1]) ?? null : null;
     return peer.screen;
   }
 
