@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
+import jsonschema
 from playwright.async_api import expect
 
 from p2pconf.bots.bot import Bot, BotOptions
+from p2pconf.bots.report import build_report
 
 from .browser import enter_as_guest, new_page, screenshot, tile, wait_playing
-from .conftest import wait_until
+from .conftest import REPORT_SCHEMA, wait_until
 from .org import base_of, guest_link
 
 SHARE = "Bildschirm teilen"
@@ -41,6 +45,12 @@ async def test_a_shared_screen_is_its_own_tile_in_the_centre_for_browsers_and_bo
     report = await early.results()
     assert report["links"]["Erste"]["received"]["screen"]["frames"] > 10
     assert "screen" not in report["links"]["bot-2"]["received"]  # only a screen somebody shared is a link
+    # in the run's report, a screen is a link of its own, counted like a camera
+    run = build_report([report, await late.results()], stopped_at=time.time())
+    jsonschema.validate(run, REPORT_SCHEMA)
+    screens = [l for l in run["links"] if l["kind"] == "screen"]
+    assert {(l["from"], l["to"]) for l in screens} == {("Erste", "bot-1"), ("Erste", "bot-2")}
+    assert all(l["frames"] > 10 and l["kbps"] > 0 for l in screens)
 
     # a latecomer offers to Erste, who puts the screen on the new connection's screen line
     b = await new_page(chromium)
