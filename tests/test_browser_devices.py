@@ -21,6 +21,9 @@ async def two_cameras():
 async def other_camera(page) -> str:
     """Pick the camera not selected now in the open dialog; its device id."""
     select = page.get_by_label("Kamera")
+    # the click only starts the dialog's handler: its lists fill before it opens
+    await expect(page.get_by_role("dialog", name="Einstellungen")).to_be_visible()
+    await expect(select.locator("option")).to_have_count(2)
     values = await select.locator("option").evaluate_all("options => options.map(o => o.value)")
     assert len(values) == 2, values
     now = await select.input_value()
