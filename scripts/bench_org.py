@@ -41,6 +41,7 @@ import platform
 import random
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -612,6 +613,8 @@ def main() -> None:
         ap.error("need password users > changers, and changers <= popular <= users + changers")
     if not 1 <= args.subscriptions <= 200 or args.processes < 1 or args.duration <= 0 or args.pages < 1:
         ap.error("subscriptions 1-200, processes >= 1, duration > 0, pages >= 1")
+    if args.profile and not shutil.which("py-spy"):
+        ap.error("--profile needs py-spy on PATH (pip install py-spy)")
     if changers_n / (args.changes_per_min / 60) > 8:
         ap.error("each changer would stay 8 s or more in one state (the server pings after 10 s): fewer --changers")
 

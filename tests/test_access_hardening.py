@@ -23,7 +23,7 @@ from p2pconf.appkeys import ACCESS, CALLS, CONFIG, HUB, STORE
 from p2pconf.auth import CSRF_COOKIE, HASH_THREAD_NICENESS, HashPool, LoginThrottle
 from p2pconf.middleware import FairStart
 from p2pconf.protocol import CLOSE_REVOKED, CLOSE_SIGNED_OUT
-from p2pconf.server import create_app, freeze_startup_objects
+from p2pconf.server import GC_THRESHOLDS, create_app, tune_garbage_collector
 
 from .conftest import both_stores, wait_until
 from .org import PASSWORD, SSO_SECRET, Browser, add_user, next_of, signed_in
@@ -184,11 +184,14 @@ async def test_password_checks_run_at_a_lower_cpu_priority_than_the_event_loop()
 
 async def test_serve_moves_its_startup_objects_out_of_the_collectors_sight():
     assert gc.get_freeze_count() == 0
+    default = gc.get_threshold()
     try:
-        await freeze_startup_objects(web.Application())
+        await tune_garbage_collector(web.Application())
         assert gc.get_freeze_count() > 1000
+        assert gc.get_threshold() == GC_THRESHOLDS != default  # young objects collected less often
     finally:
         gc.unfreeze()
+        gc.set_threshold(*default)
 
 
 async def test_overloaded_sign_in_says_when_to_retry(aiohttp_server, unthrottled):
