@@ -25,7 +25,6 @@ async def other_camera(page) -> str:
     await expect(page.get_by_role("dialog", name="Einstellungen")).to_be_visible()
     await expect(select.locator("option")).to_have_count(2)
     values = await select.locator("option").evaluate_all("options => options.map(o => o.value)")
-    assert len(values) == 2, values
     now = await select.input_value()
     chosen = next(v for v in values if v != now)
     await select.select_option(chosen)
