@@ -5,7 +5,8 @@ A user disabled, a guest link revoked or a session ended — from the API, from
 same store — is written to the store's event feed in the same transaction as the
 change itself. `AccessWatch` follows that feed every `access_poll_s` seconds and
 closes the sockets concerned (docs/protocol.md, "Closing"): 4003 for a revoked
-link, 4001 for a disabled user or an ended or expired session. The room hears
+link, 4001 for a disabled user or an ended or expired session, 4004 for a guest
+turned away at a lobby. The room hears
 `peer-left` as for any closed socket.
 
 It also does the housekeeping every `purge_interval_s`: expired sessions, spent
@@ -24,7 +25,7 @@ from aiohttp import web
 from . import audit, protocol
 from .appkeys import ACCESS, CALLS, CONFIG, HUB, STORE, THROTTLE
 from .signaling import Session
-from .store import INVITE_REVOKED, SESSION_ENDED, USER_DISABLED, Event
+from .store import GUEST_REFUSED, INVITE_REVOKED, SESSION_ENDED, USER_DISABLED, Event
 
 log = logging.getLogger("p2pconf.access")
 
@@ -33,6 +34,7 @@ _CLOSES = {
     USER_DISABLED: (protocol.CLOSE_SIGNED_OUT, lambda s, subject: s.login is not None and s.login == subject),
     INVITE_REVOKED: (protocol.CLOSE_REVOKED, lambda s, subject: s.guest_room == subject),
     SESSION_ENDED: (protocol.CLOSE_SIGNED_OUT, lambda s, subject: s.auth == subject),
+    GUEST_REFUSED: (protocol.CLOSE_NOT_ADMITTED, lambda s, subject: s.auth == subject),
 }
 
 

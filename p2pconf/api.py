@@ -259,11 +259,15 @@ async def create_guest_room(request: web.Request) -> web.Response:
         name = protocol.clean_room(name)
     except protocol.ProtocolError as exc:
         raise api_error(400, "bad-request", f"name: {exc.detail}") from None
+    lobby = data.get("lobby", False)
+    if not isinstance(lobby, bool):
+        raise api_error(400, "bad-request", "lobby: true or false")
     store, config = request.app[STORE], request.app[CONFIG]
-    room = await store.create_room(name, "guest", created_by=user.id)
+    room = await store.create_room(name, "guest", created_by=user.id, lobby=lobby)
     token, invite = await store.create_invite(room, config.invite_ttl_s, created_by=user.id)
     link = f"{site_origin(request)}/j/{token}"
-    return web.json_response({"room": {"id": room.id, "name": room.name}, "invite": {**invite_view(request, invite),
+    return web.json_response({"room": {"id": room.id, "name": room.name, "lobby": room.lobby},
+                              "invite": {**invite_view(request, invite),
                               "link": link}}, status=201)
 
 

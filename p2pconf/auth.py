@@ -64,12 +64,14 @@ class Identity:
     csrf: str | None = None
     session_id: str | None = None  # the id hash of the session behind it
     expires_at: float | None = None  # when that session ends (unix time)
+    admitted: bool = False  # a guest let in through its room's lobby
 
     @classmethod
     def from_session(cls, record: SessionRecord | None) -> "Identity":
         if record is None:
             return cls()
-        return cls(record.user, record.guest_room, record.guest_name, record.csrf, record.id_hash, record.expires_at)
+        return cls(record.user, record.guest_room, record.guest_name, record.csrf, record.id_hash, record.expires_at,
+                   record.admitted)
 
     @property
     def is_user(self) -> bool:

@@ -26,6 +26,7 @@ LOGIN_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")  # logins are case-insensitive
 CLOSE_TOO_LARGE = 1009  # message over MAX_MESSAGE_BYTES
 CLOSE_PROTOCOL = 4000  # handshake broken: first message not hello, bad version
 CLOSE_REVOKED = 4003  # the guest link this connection came through was revoked
+CLOSE_NOT_ADMITTED = 4004  # a member turned this guest away at the room's lobby
 CLOSE_STALLED = 4009  # the client stopped reading its messages
 CLOSE_REPLACED = 4409  # the session was resumed on another connection (this one is stale)
 CLOSE_RESTART = 1012  # the server restarts (SIGTERM, a deploy): resume at once
@@ -33,7 +34,8 @@ CLOSE_RECONNECTING = 4100  # from a client: it closes to reconnect and resume (1
 CLOSE_SIGNED_OUT = 4001  # the session ended: signed out, user disabled or session expired
 CLOSE_FLOOD = 4029  # rate limit exceeded
 # After these the client must not reconnect: it is told why and stops (docs/protocol.md, "Closing").
-FINAL_CLOSE_CODES = (CLOSE_PROTOCOL, CLOSE_SIGNED_OUT, CLOSE_REVOKED, CLOSE_STALLED, CLOSE_FLOOD, CLOSE_REPLACED)
+FINAL_CLOSE_CODES = (CLOSE_PROTOCOL, CLOSE_SIGNED_OUT, CLOSE_REVOKED, CLOSE_NOT_ADMITTED, CLOSE_STALLED, CLOSE_FLOOD,
+                     CLOSE_REPLACED)
 MAX_JSON_DEPTH = 32  # objects and arrays nested deeper are refused (bad-json)
 
 # Stable, machine-readable error codes carried by `error` messages.
@@ -56,7 +58,8 @@ ERRORS = {
 MODES = ("audio+video", "audio-only")
 SIGNAL_TYPES = ("offer", "answer", "candidate", "renegotiate")
 QUALITY_TYPES = ("stats", "link-matrix", "focus")  # link quality (docs/protocol.md, "Link quality")
-CLIENT_TYPES = ("hello", "join", "media", "leave", "ping", "subscribe", *SIGNAL_TYPES, *QUALITY_TYPES)
+LOBBY_TYPES = ("admit", "refuse")  # a member's answer to a waiting guest (docs/protocol.md, "Lobby")
+CLIENT_TYPES = ("hello", "join", "media", "leave", "ping", "subscribe", *SIGNAL_TYPES, *QUALITY_TYPES, *LOBBY_TYPES)
 
 # The numbers of one `stats` entry and their largest sane values; `path` is one of PATHS.
 STATS_LIMITS = {"kbpsIn": 1_000_000, "kbpsOut": 1_000_000, "lossPct": 100, "rttMs": 60_000}

@@ -97,6 +97,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(watch_access)
     app.cleanup_ctx.append(pace_presence)
     app.cleanup_ctx.append(expire_detached)
+    app.cleanup_ctx.append(record_lobby_answers)
     if config.metrics_port:
         app.cleanup_ctx.append(serve_metrics)
     if config.redis_url:
@@ -164,6 +165,36 @@ async def pace_presence(app: web.Application):
     hub.presence_waiting = hub.deliver_presence
 
 
+async def record_lobby_answers(app: web.Application):
+    """cleanup_ctx: a member's answer to a waiting guest goes into the store before the guest
+    hears it: let in (its session may join from now on, on any process), or turned away (the
+    session ends, and with it the guest's sockets on every process: 4004)."""
+    hub, pending = app[HUB], set()
+
+    async def record(guest: Session, admit: bool) -> None:
+        try:
+            if admit:
+                await app[STORE].admit_guest(guest.auth)
+            else:
+                await app[STORE].refuse_guest(guest.auth)
+        except StoreError:
+            log.exception("lobby: could not record the answer for %s", guest.id)
+            return
+        audit.event("guest-admitted" if admit else "guest-refused", peer=guest.id, room=guest.waiting)
+        hub.let_in(guest, admit)
+
+    def answer(guest: Session, admit: bool) -> None:
+        task = asyncio.create_task(record(guest, admit))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    hub.answer_guest = answer
+    yield
+    hub.answer_guest = hub.let_in
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+
+
 async def expire_detached(app: web.Application):
     """cleanup_ctx: once a second, end the sessions whose grace period is over."""
     async def sweep() -> None:
@@ -201,7 +232,8 @@ async def authorize_join(request: web.Request, msg: dict[str, Any]) -> dict[str,
     Users enter the call rooms they belong to and guests their one room, under the
     name the server knows; with `open_rooms`, anyone else may enter any room by name,
     except the private rooms the store holds. The session is read again, so a right
-    lost since the socket opened is lost for joins too.
+    lost since the socket opened is lost for joins too. `lobby` in the answer: a guest
+    who must wait until a member lets it in (docs/protocol.md, "Lobby").
     """
     identity = await identity_of(request)
     if identity.session_id != request[IDENTITY].session_id:
@@ -220,13 +252,14 @@ async def authorize_join(request: web.Request, msg: dict[str, Any]) -> dict[str,
     elif request.app[CONFIG].open_rooms:
         if isinstance(room_id, str) and await store.room(room_id.strip()) is not None:
             raise ProtocolError("forbidden", "this room is private")
-        return msg
+        return {**msg, "lobby": False}
     else:
         raise ProtocolError("forbidden", "sign in or use an invitation link first")
     media = protocol.clean_media(msg.get("media"))
     if room.mode == "audio-only":
         media = protocol.clean_media({"mode": "audio-only"}, media)
-    return {**msg, "room": room.id, "name": name, "title": room.name, "media": media}
+    lobby = identity.is_guest and room.lobby and not identity.admitted  # waits until a member lets it in
+    return {**msg, "room": room.id, "name": name, "title": room.name, "media": media, "lobby": lobby}
 
 
 # -- the signaling WebSocket ------------------------------------------------------
@@ -402,9 +435,12 @@ async def handle(request: web.Request, session: Session, msg: dict[str, Any]) ->
     """hub.handle, and with other processes (--redis) what they must know first: a seat in a
     room before a join, and a session that lived on another process before a resume."""
     hub, cluster = request.app[HUB], request.app.get(CLUSTER)
+    kind = msg["type"]
+    if kind == "join" and msg.get("lobby"):
+        hub.knock(session, msg)
+        return session
     if cluster is None:
         return hub.handle(session, msg)
-    kind = msg["type"]
     if kind == "hello" and not session.greeted and protocol.is_version(msg.get("version")) \
             and "resume" in msg and not hub.can_resume(msg["resume"]):
         adopted = await cluster.adopt(session, msg["resume"])

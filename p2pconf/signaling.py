@@ -44,6 +44,7 @@ class Session:
     greeted: bool = False
     name: str = ""
     room: Room | None = None
+    waiting: str | None = None  # a guest at a room's lobby: the room it waits to enter
     media: dict[str, Any] = field(default_factory=dict)
     focus: str | None = None  # the peer this participant shows in its centre
     stats: dict[str, Message] = field(default_factory=dict)  # its last stats upload, per peer id
@@ -130,6 +131,10 @@ class Hub:
         self.detached: dict[str, Session] = {}  # sessions in their grace period, oldest first
         self.peers = Peers()  # the other server processes, if any (cluster.py)
         self.rooms: dict[str, Room] = {}
+        self.lobbies: dict[str, dict[str, Session]] = {}  # room -> guests waiting to be let in, by arrival
+        # Called with a waiting guest and True (let in) or False (turned away) once a member has
+        # answered; the server records the answer in its store first. Alone: at once.
+        self.answer_guest: Callable[[Session, bool], None] = self.let_in
         # Indexes by lower-cased login, so presence costs a user's own connections and watchers:
         self.by_login: dict[str, set[Session]] = {}  # the connections of each signed-in user
         self.watchers: dict[str, set[Session]] = {}  # the connections subscribed to each login
@@ -193,6 +198,7 @@ class Hub:
         a change of presence."""
         before = self._presence_of(session)
         self._leave(session, reason)
+        self._leave_lobby(session)
         if self.sessions.pop(session.id, None) is not None:
             self.peers.gone(session)
         self.detached.pop(session.id, None)
@@ -394,6 +400,9 @@ class Hub:
             session.send({"type": "pong"})
         elif kind == "join":
             self._join(session, msg)
+        elif kind == "leave" and session.waiting is not None:
+            self._leave_lobby(session)
+            session.send({"type": "left"})
         elif kind == "leave":
             if session.room is None:
                 raise ProtocolError("not-joined")
@@ -407,6 +416,8 @@ class Hub:
             self._media(session, msg)
         elif kind in protocol.QUALITY_TYPES:
             self._quality(session, msg)
+        elif kind in protocol.LOBBY_TYPES:
+            self.answer_guest(self._waiting_guest(session, msg), kind == "admit")
         else:
             self._signal(session, msg)
         return session
@@ -482,6 +493,72 @@ class Hub:
         session.room = room
         self.peers.joined(session)
         self._announce(session, before)
+        if session.login and self.lobbies.get(name):
+            session.send(self._knocks(name))
+
+    # -- the lobby: guests a member lets in one by one (docs/protocol.md, "Lobby") ----------
+
+    def knock(self, session: Session, msg: Message) -> None:
+        """Put a guest in the lobby of the room its `join` names (the server decided that the
+        room lets guests in one by one); the room's signed-in members hear who waits."""
+        if session.room is not None:
+            raise ProtocolError("already-joined")
+        name = protocol.clean_room(msg.get("room"))
+        session.name = protocol.clean_name(msg.get("name"))
+        session.send({"type": "lobby", "room": name, "title": msg.get("title", name)})
+        if session.waiting != name:  # (a join sent again while waiting changes nothing)
+            self._leave_lobby(session)
+            self.lobbies.setdefault(name, {})[session.id] = session
+            session.waiting = name
+            self._tell_lobby(name)
+
+    def let_in(self, guest: Session, admit: bool) -> None:
+        """A member's answer, recorded: the guest may now `join` (`admitted`), or its
+        connection ends for good (4004)."""
+        if guest.waiting is None:
+            return  # gone meanwhile
+        self._leave_lobby(guest)
+        if admit:
+            guest.send({"type": "admitted"})
+            return
+        guest.close(protocol.CLOSE_NOT_ADMITTED)
+        if guest.detached:
+            self.disconnect(guest, "closed")
+
+    def _waiting_guest(self, member: Session, msg: Message) -> Session:
+        """The waiting guest an `admit` or `refuse` names, when `member` may answer for it."""
+        if member.room is None:
+            raise ProtocolError("not-joined")
+        if member.login is None:
+            raise ProtocolError("forbidden", "only signed-in members let guests in")
+        peer = msg.get("peer")
+        guest = self.lobbies.get(member.room.name, {}).get(peer) if isinstance(peer, str) else None
+        if guest is None:
+            raise ProtocolError("unknown-peer", "no guest with that id waits for your room")
+        return guest
+
+    def _leave_lobby(self, session: Session) -> None:
+        name, session.waiting = session.waiting, None
+        if name is None:
+            return
+        lobby = self.lobbies.get(name, {})
+        lobby.pop(session.id, None)
+        if not lobby:
+            self.lobbies.pop(name, None)
+        self._tell_lobby(name)
+
+    def _knocks(self, name: str) -> Message:
+        return {"type": "knocks", "waiting": [{"id": g.id, "name": g.name} for g in self.lobbies.get(name, {}).values()]}
+
+    def _tell_lobby(self, name: str) -> None:
+        """Every signed-in member of the room hears who waits now (the whole list)."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        knocks = protocol.Shared(self._knocks(name))
+        for member in room.members.values():
+            if member.login:
+                member.send(knocks)
 
     def _leave(self, session: Session, reason: str) -> None:
         room = session.room

@@ -110,6 +110,7 @@ NESTING_REFUSABLE_OVER = 8
 # like white space or refuse them as controls.
 WHITE_CONTROLS = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85"
 SIGNAL_TYPES = ("offer", "answer", "candidate", "renegotiate")
+LOBBY_TYPES = tuple(protocol.LOBBY_TYPES)
 CLIENT_TYPES = tuple(protocol.CLIENT_TYPES)
 
 
@@ -494,7 +495,7 @@ def _judge_greeted(msg: dict[str, Any], s: ConnState, v: Verdict) -> None:
         codes = {"forged-sender"} if isinstance(sender, str) else {"forged-sender", "bad-message"}
         v.fault(codes, f"from {short(sender)} is not the sender", mandatory=kind in SIGNAL_TYPES)
     joined = s.room is not None
-    if kind in ("leave", "media", "link-matrix", "focus", "stats", *SIGNAL_TYPES) and not joined:
+    if kind in ("leave", "media", "link-matrix", "focus", "stats", *SIGNAL_TYPES, *LOBBY_TYPES) and not joined:
         v.fault("not-joined", f"{kind} before join")
     if kind == "hello":
         v.fault("bad-message", "a second hello")
@@ -527,6 +528,10 @@ def _judge_greeted(msg: dict[str, Any], s: ConnState, v: Verdict) -> None:
             v.fault("bad-message", f"logins {short(logins)} is not a list of logins", mandatory=False)
         elif len({x.lower() for x in logins}) > MAX_SUBSCRIPTIONS:
             v.fault("too-many-subscriptions", f"{len(logins)} logins", mandatory=False)
+    elif kind in LOBBY_TYPES:
+        # "admit or refuse from a guest: forbidden": the fuzzer's connections are no signed-in members
+        if joined:
+            v.fault("forbidden", f"{kind} from a connection of no signed-in user")
     elif kind == "media":
         _judge_media(msg.get("media", MISSING), v, optional=False)
     elif kind == "stats":

@@ -56,6 +56,7 @@ CLOSE_REASONS = {
     protocol.CLOSE_PROTOCOL: "the handshake was broken (wrong first message or protocol version)",
     protocol.CLOSE_SIGNED_OUT: "the session ended (signed out, user disabled or session expired)",
     protocol.CLOSE_REVOKED: "the guest link was revoked",
+    protocol.CLOSE_NOT_ADMITTED: "a member of the room did not let this guest in",
     protocol.CLOSE_STALLED: "this client stopped reading its messages",
     protocol.CLOSE_FLOOD: "this client sent too many messages",
 }
@@ -69,6 +70,7 @@ def close_refusal(code: int | None, server_reason: str = "") -> Refused | None:
 
 
 CSRF_COOKIE = "p2pconf_csrf"
+LOBBY_WAIT_S = 300.0  # how long a guest waits at a room's lobby to be let in
 
 
 def ws_url(server: str) -> str:
@@ -187,13 +189,18 @@ class SignalingClient:
         if self.welcome.get("resume"):
             hello["resume"] = self.welcome["resume"]
         await self._ws.send_json(hello)
-        self.welcome = await self._expect("welcome")
+        self.welcome = await self._expect(("welcome",))
         self.id = self.welcome["id"]
 
     async def _send_join(self) -> None:
         await self._ws.send_json(self._join_request)
         try:
-            self.joined = await self._expect("joined")
+            answer = await self._expect(("joined", "lobby"))
+            if answer["type"] == "lobby":  # a guest waits until a member lets it in (docs/protocol.md, "Lobby")
+                await self._expect(("admitted",), timeout=LOBBY_WAIT_S)
+                await self._ws.send_json(self._join_request)
+                answer = await self._expect(("joined",))
+            self.joined = answer
         except Refused:
             raise
         except ServerError as exc:
@@ -202,14 +209,14 @@ class SignalingClient:
                 raise Refused("forbidden", exc.message) from None
             raise
 
-    async def _expect(self, kind: str, timeout: float = 10.0) -> Message:
+    async def _expect(self, kinds: tuple[str, ...], timeout: float = 10.0) -> Message:
         frame = await self._ws.receive(timeout=timeout)
         if frame.type != aiohttp.WSMsgType.TEXT:
             raise self._closed_error(frame)
         msg = frame.json()
         if msg.get("type") == "error":
             error = ServerError(msg.get("code", "?"), msg.get("message", ""))
-            if kind == "welcome":  # a broken handshake: the server closes right after (4000)
+            if kinds == ("welcome",):  # a broken handshake: the server closes right after (4000)
                 try:
                     after = await self._ws.receive(timeout=2.0)
                 except asyncio.TimeoutError:
@@ -217,8 +224,8 @@ class SignalingClient:
                 if (refusal := self._refusal(after)) is not None:
                     raise Refused(refusal.code, f"{refusal.reason}: {error}") from None
             raise error
-        if msg.get("type") != kind:
-            raise ServerError("bad-message", f"expected {kind}, got {msg.get('type')!r}")
+        if msg.get("type") not in kinds:
+            raise ServerError("bad-message", f"expected {' or '.join(kinds)}, got {msg.get('type')!r}")
         return msg
 
     def _refusal(self, frame: aiohttp.WSMessage) -> Refused | None:

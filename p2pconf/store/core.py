@@ -28,6 +28,7 @@ from .errors import Conflict, StoreError
 USER_DISABLED = "user-disabled"  # subject: the login
 INVITE_REVOKED = "invite-revoked"  # subject: the guest room's id
 SESSION_ENDED = "session-ended"  # subject: the session's id hash
+GUEST_REFUSED = "guest-refused"  # subject: the refused guest's session id hash
 EVENTS_KEPT_S = 3600.0  # purged after this; followers poll every second or so
 
 
@@ -56,6 +57,7 @@ class Room:
     kind: str
     mode: str
     created_by: int | None
+    lobby: bool = False  # its guests wait until a member lets them in
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class SessionRecord:
     guest_name: str | None
     csrf: str
     expires_at: float
+    admitted: bool = False  # a guest let into a room with a lobby
 
 
 @dataclass(frozen=True)
@@ -383,11 +386,12 @@ class Store:
     # -- rooms ----------------------------------------------------------------------------
 
     async def create_room(self, name: str, kind: str, *, mode: str = "audio+video",
-                          created_by: int | None = None, members: list[int] = ()) -> Room:
-        room = Room(secrets.token_urlsafe(12), name, kind, mode, created_by)
+                          created_by: int | None = None, members: list[int] = (), lobby: bool = False) -> Room:
+        """A new room; with `lobby`, its guests wait until a member lets them in."""
+        room = Room(secrets.token_urlsafe(12), name, kind, mode, created_by, lobby)
         async with self.db.transaction() as tx:
-            await tx.execute("INSERT INTO rooms(id, name, kind, mode, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                             (room.id, name, kind, mode, created_by, time.time()))
+            await tx.execute("INSERT INTO rooms(id, name, kind, mode, created_by, created_at, lobby) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (room.id, name, kind, mode, created_by, time.time(), int(lobby)))
             await self._add_members(tx, room.id, [*([created_by] if created_by else []), *members])
         return room
 
@@ -402,7 +406,7 @@ class Store:
 
     async def room(self, room_id: str) -> Room | None:
         row = await self.db.fetchone("SELECT * FROM rooms WHERE id = ?", (room_id,))
-        return Room(row["id"], row["name"], row["kind"], row["mode"], row["created_by"]) if row else None
+        return Room(row["id"], row["name"], row["kind"], row["mode"], row["created_by"], bool(row["lobby"])) if row else None
 
     async def is_member(self, room_id: str, user_id: int) -> bool:
         row = await self.db.fetchone("SELECT 1 AS yes FROM room_members WHERE room_id = ? AND user_id = ?",
@@ -424,8 +428,8 @@ class Store:
     async def _invites(self, where: str, args: tuple) -> list[Invite]:
         rows = await self.db.fetchall(
             "SELECT i.id, i.created_by, i.expires_at, i.revoked_at, r.id AS rid, r.name, r.kind, r.mode, "
-            "r.created_by AS rby FROM invites i JOIN rooms r ON r.id = i.room_id " + where + " ORDER BY i.id", args)
-        return [Invite(r["id"], Room(r["rid"], r["name"], r["kind"], r["mode"], r["rby"]), r["created_by"],
+            "r.created_by AS rby, r.lobby FROM invites i JOIN rooms r ON r.id = i.room_id " + where + " ORDER BY i.id", args)
+        return [Invite(r["id"], Room(r["rid"], r["name"], r["kind"], r["mode"], r["rby"], bool(r["lobby"])), r["created_by"],
                        r["expires_at"], r["revoked_at"]) for r in rows]
 
     async def invite_by_token(self, token: str) -> Invite | None:
@@ -475,13 +479,26 @@ class Store:
         if row["user_id"] and (user is None or not user.active):
             return None
         room = await self.room(row["guest_room_id"]) if row["guest_room_id"] else None
-        return SessionRecord(row["id_hash"], user, room, row["guest_name"], row["csrf"], row["expires_at"])
+        return SessionRecord(row["id_hash"], user, room, row["guest_name"], row["csrf"], row["expires_at"],
+                             bool(row["admitted"]))
 
     async def delete_session(self, token: str) -> None:
         """Sign out: the session ends here and (event feed) on its open sockets."""
         async with self.db.transaction() as tx:
             if await tx.execute("DELETE FROM sessions WHERE id_hash = ?", (token_hash(token),)):
                 await self._event(tx, SESSION_ENDED, token_hash(token))
+
+    async def admit_guest(self, id_hash: str) -> None:
+        """A member let the guest of this session in: it may join its room from now on."""
+        async with self.db.transaction() as tx:
+            await tx.execute("UPDATE sessions SET admitted = 1 WHERE id_hash = ? AND guest_room_id IS NOT NULL",
+                             (id_hash,))
+
+    async def refuse_guest(self, id_hash: str) -> None:
+        """A member turned this guest away: the session ends here and (event feed) on its sockets."""
+        async with self.db.transaction() as tx:
+            if await tx.execute("DELETE FROM sessions WHERE id_hash = ? AND guest_room_id IS NOT NULL", (id_hash,)):
+                await self._event(tx, GUEST_REFUSED, id_hash)
 
     # -- single sign-on tokens ------------------------------------------------------------------
 

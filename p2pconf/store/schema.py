@@ -101,6 +101,12 @@ _DIRECTORY = """
     CREATE INDEX contacts_recent ON contacts(user_id, last_call_at)
 """
 
+# Guest rooms whose guests wait until a member lets them in, and the guest sessions let in.
+_LOBBY = """
+    ALTER TABLE rooms ADD COLUMN lobby INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN admitted INTEGER NOT NULL DEFAULT 0
+"""
+
 SQLITE = [
     """
     CREATE TABLE users (
@@ -159,6 +165,7 @@ SQLITE = [
      "CREATE INDEX users_login_lower ON users(lower(login));"
      + _DIRECTORY.format(binary="", id="INTEGER", time="REAL", without_rowid="WITHOUT ROWID")),
     _prefixes(_PREFIXES.format(binary="", without_rowid="WITHOUT ROWID")),
+    _LOBBY,
 ]
 
 POSTGRES = [
@@ -220,5 +227,6 @@ POSTGRES = [
     ("ALTER TABLE users ADD COLUMN sort_key TEXT COLLATE \"C\" NOT NULL DEFAULT '';"
      + _DIRECTORY.format(binary='COLLATE "C"', id="BIGINT", time="DOUBLE PRECISION", without_rowid="")),
     _prefixes(_PREFIXES.format(binary='COLLATE "C"', without_rowid="")),
+    _LOBBY,
 ]
 assert len(SQLITE) == len(POSTGRES)

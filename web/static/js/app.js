@@ -4,6 +4,7 @@
 import * as api from './api.js';
 import {CLOSE_SIGNED_OUT, ServerConnection, serverUrl} from './protocol.js';
 import {startRinging} from './ring.js';
+import {openDevices, settings} from './devices.js';
 import {refusalText, t} from './i18n.js';
 import {$, say} from './page.js';
 
@@ -218,13 +219,15 @@ function presenceChanged(users) {
   }
 }
 
+/** The own picture, from the camera chosen in "Einstellungen" (again after the dialog closed). */
 async function showSelf() {
   try {
-    const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: false});
+    const stream = await openDevices(true, undefined, false);
     if (stopped) {  // refused while the camera was starting
       for (const track of stream.getTracks()) track.stop();
       return;
     }
+    selfStream?.getTracks().forEach((track) => track.stop());
     selfStream = stream;
     $('self').srcObject = stream;
   } catch (e) {
@@ -307,7 +310,8 @@ async function main() {
     const name = $('room-name').value.trim();
     if ($('room-dialog').returnValue !== 'ok' || !name) return;
     try {
-      const made = await api.call('POST', '/api/rooms', {name});
+      const lobby = /** @type {HTMLInputElement} */ ($('room-lobby')).checked;
+      const made = await api.call('POST', '/api/rooms', {name, lobby});
       sessionStorage.setItem(`p2pconf.link.${made.room.id}`, made.invite.link);
       location.href = `/r/${made.room.id}`;
     } catch (e) {
@@ -319,6 +323,7 @@ async function main() {
   conn = listenForCalls();
   window.p2pconf = {conn};  // for tests and debugging
   showSelf();
+  settings({video: true, onclose: showSelf});
   await loadContacts().catch(() => render());
   if ($('search').value.trim()) searchEdited();  // a query the browser restored
 }

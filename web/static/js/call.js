@@ -32,6 +32,9 @@ const DEFAULT_BUDGET_KBPS = 2000;  // when the server's welcome names no uploadK
  * - `matrix` (detail: the link-matrix message);
  * - `callstatus` (detail: a call-status message of this call: an invitee's answer);
  * - `sharing` (detail: {on}): we started or stopped sharing our screen;
+ * - `waiting` (detail: the lobby message): we are a guest who waits to be let in;
+ * - `knocks` (detail: {waiting: [{id, name}]}): the guests who wait to be let in now (for
+ *   signed-in members; an empty list when nobody waits any more);
  * - `connectionlost` (detail: {lost}): the server is unreachable (true) or back (false);
  * - `ended` (detail: an Ending and `summary`, the quality summary or null): all is closed.
  */
@@ -80,6 +83,7 @@ export class Call extends EventTarget {
     this.matrixPoll = undefined;
     conn.onrefused = (code, message) => { this.end({reason: 'refused', code, message}); };
     conn.onmessage = (msg) => this.serverSaid(msg);
+    conn.onwaiting = (lobby) => this.emit('waiting', lobby);
     conn.onconnectionlost = (lost) => { if (!this.over) this.emit('connectionlost', {lost}); };
     conn.onreconnected = (again) => this.rejoined(again.peers);
   }
@@ -194,6 +198,14 @@ export class Call extends EventTarget {
   }
 
   /**
+   * Let a guest who waits at the lobby in, or turn it away (docs/protocol.md, "Lobby").
+   * @param {string} id the guest's peer id @param {boolean} admit
+   */
+  answerGuest(id, admit) {
+    this.conn.send({type: admit ? 'admit' : 'refuse', peer: id});
+  }
+
+  /**
    * Send a chat message to everyone in the call (peer to peer); the message, or null for
    * an empty or too long text. @param {string} text
    */
@@ -290,6 +302,8 @@ export class Call extends EventTarget {
     } else if (msg.type === 'link-matrix') {
       this.matrix = msg;
       this.emit('matrix', msg);
+    } else if (msg.type === 'knocks') {
+      this.emit('knocks', {waiting: msg.waiting});
     } else if (msg.type === 'call-status' && msg.call === this.roomId) {
       this.emit('callstatus', msg);
     } else if (['offer', 'answer', 'candidate', 'renegotiate'].includes(msg.type)) {

@@ -22,26 +22,30 @@ export function remembered() {
   }
 }
 
-/** getUserMedia constraints for these devices. @param {boolean} video @param {Choice} choice */
-function constraints(video, choice) {
+/**
+ * getUserMedia constraints for these devices.
+ * @param {boolean} video @param {Choice} choice @param {boolean} audio
+ */
+function constraints(video, choice, audio) {
   const cleanup = choice.noiseSuppression !== false;  // on unless switched off
   const device = (id) => (id ? {exact: id} : undefined);  // Chromium takes a mere preference as a hint only
   return {
-    audio: {deviceId: device(choice.microphone), noiseSuppression: cleanup, echoCancellation: cleanup},
+    audio: audio && {deviceId: device(choice.microphone), noiseSuppression: cleanup, echoCancellation: cleanup},
     video: video && {...VIDEO, deviceId: device(choice.camera)},
   };
 }
 
 /**
- * Camera (with `video`) and microphone as chosen in this browser; the browser's defaults
- * when a chosen device has gone. @param {boolean} video @param {Choice} choice
+ * Camera (with `video`) and microphone (with `audio`) as chosen in this browser; the
+ * browser's defaults when a chosen device has gone.
+ * @param {boolean} video @param {Choice} [choice] @param {boolean} [audio]
  */
-export async function openDevices(video, choice = remembered()) {
+export async function openDevices(video, choice = remembered(), audio = true) {
   try {
-    return await navigator.mediaDevices.getUserMedia(constraints(video, choice));
+    return await navigator.mediaDevices.getUserMedia(constraints(video, choice, audio));
   } catch (e) {
     if (e.name !== 'OverconstrainedError' && e.name !== 'NotFoundError') throw e;
-    return navigator.mediaDevices.getUserMedia(constraints(video, {noiseSuppression: choice.noiseSuppression}));
+    return navigator.mediaDevices.getUserMedia(constraints(video, {noiseSuppression: choice.noiseSuppression}, audio));
   }
 }
 
@@ -57,12 +61,12 @@ export function useSpeaker(media) {
 /**
  * Wire the "Einstellungen" button to its dialog.
  * @param {{video: boolean, current?: () => MediaStream|null,
- *          onchange?: (stream: MediaStream) => Promise<void>|void}} options
+ *          onchange?: (stream: MediaStream) => Promise<void>|void, onclose?: () => void}} options
  *   `current`: the stream in use (the call's), shown in the preview; without it the dialog
  *   opens a stream of its own and stops it when closed. `onchange`: a new stream for the
- *   changed devices (the caller owns it from then on).
+ *   changed devices (the caller owns it from then on). `onclose`: the dialog has closed.
  */
-export function settings({video, current, onchange}) {
+export function settings({video, current, onchange, onclose}) {
   const dialog = $('devices-dialog');
   /** @type {MediaStream|null} */
   let own = null;
@@ -143,5 +147,6 @@ export function settings({video, current, onchange}) {
     $('device-preview').srcObject = null;
     own?.getTracks().forEach((t) => t.stop());
     own = null;
+    onclose?.();
   };
 }

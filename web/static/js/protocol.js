@@ -7,6 +7,7 @@ export const PROTOCOL_VERSION = 1;
 export const CLOSE_PROTOCOL = 4000;    // handshake broken: first message not hello, or unsupported version
 export const CLOSE_SIGNED_OUT = 4001;  // the session ended: signed out elsewhere, user disabled, or expired
 export const CLOSE_REVOKED = 4003;     // the guest link this connection came through was revoked
+export const CLOSE_NOT_ADMITTED = 4004;  // a member turned this guest away at the room's lobby
 export const CLOSE_STALLED = 4009;     // the client stopped reading its messages
 export const CLOSE_FLOOD = 4029;       // too many messages
 export const CLOSE_REPLACED = 4409;    // this session was resumed on another connection
@@ -24,6 +25,7 @@ export const FINAL_CLOSE_CODES = Object.freeze({
   [CLOSE_PROTOCOL]: 'protocol',
   [CLOSE_SIGNED_OUT]: 'signed-out',
   [CLOSE_REVOKED]: 'revoked',
+  [CLOSE_NOT_ADMITTED]: 'not-admitted',
   [CLOSE_STALLED]: 'stalled',
   [CLOSE_FLOOD]: 'flood',
   [CLOSE_REPLACED]: 'replaced',
@@ -87,6 +89,11 @@ export class ServerConnection {
      * @type {() => void}
      */
     this.onresumed = () => {};
+    /**
+     * A guest waits at the room's lobby until a member lets it in (join() goes on then) or
+     * turns it away (a final refusal, 4004). @type {(lobby: object) => void}
+     */
+    this.onwaiting = () => {};
     /** @type {(lost: boolean) => void} true while the server is unreachable (and a reconnect is tried) */
     this.onconnectionlost = () => {};
     /**
@@ -151,10 +158,18 @@ export class ServerConnection {
    */
   async join(room, name, media) {
     this.joinRequest = {type: 'join', room, name, media};
-    const answer = this.expect('joined', 'join');
+    let answer = this.expect(['joined', 'lobby'], 'join');
     this.send(this.joinRequest);
     try {
-      return await answer;
+      let joined = await answer;
+      if (joined.type === 'lobby') {  // docs/protocol.md, "Lobby": wait to be let in, then join
+        this.onwaiting(joined);
+        await this.expect('admitted');
+        answer = this.expect('joined', 'join');
+        this.send(this.joinRequest);
+        joined = await answer;
+      }
+      return joined;
     } catch (e) {
       if (FINAL_JOIN_ERRORS.includes(e.code)) {
         this.refuse(e.code, e.message);
@@ -195,20 +210,21 @@ export class ServerConnection {
   }
 
   /**
-   * Wait for the next message of one type (an error message rejects, and so does the
-   * socket closing first). With `ref`, an error that answers another message type (say a
-   * `subscribe` sent meanwhile) does not reject: it goes on to onmessage.
-   * @param {string} type @param {string} [ref] the type of the request awaited
-   * @returns {Promise<object>}
+   * Wait for the next message of one type, or of one of several (an error message rejects,
+   * and so does the socket closing first). With `ref`, an error that answers another message
+   * type (say a `subscribe` sent meanwhile) does not reject: it goes on to onmessage.
+   * @param {string|string[]} type @param {string} [ref] the type of the request awaited
+   * @returns {Promise<any>}
    */
   expect(type, ref) {
     const socket = this.socket;
+    const types = Array.isArray(type) ? type : [type];
     return this.until((resolve, reject) => {
       const previous = socket.onmessage;
       socket.onmessage = (e) => {
         const msg = JSON.parse(e.data);
         const foreign = msg.type === 'error' && ref !== undefined && msg.ref !== undefined && msg.ref !== ref;
-        if (msg.type === type || (msg.type === 'error' && !foreign)) {
+        if (types.includes(msg.type) || (msg.type === 'error' && !foreign)) {
           socket.onmessage = previous;
           if (msg.type === 'error') reject(Object.assign(new Error(msg.message), {code: msg.code}));
           else resolve(msg);

@@ -147,6 +147,24 @@ function drawMatrix(msg) {
   $('link-matrix').replaceChildren(head, ...rows);
 }
 
+/**
+ * The guests who wait at the lobby, each with "Einlassen" and "Abweisen" (for signed-in members).
+ * @param {{id: string, name: string}[]} waiting
+ */
+function drawKnocks(waiting) {
+  const items = waiting.map((guest) => {
+    const item = document.createElement('li');
+    const text = Object.assign(document.createElement('span'), {textContent: t('knock', {name: guest.name})});
+    const button = (label, admit) => Object.assign(document.createElement('button'), {
+      type: 'button', textContent: t(label), className: admit ? '' : 'secondary',
+      onclick: () => call.answerGuest(guest.id, admit)});
+    item.append(text, button('admit', true), button('refuse', false));
+    return item;
+  });
+  $('knocks').replaceChildren(...items);
+  $('knocks').hidden = !items.length;
+}
+
 /** The links under an ended call (summary, start page, sign in): the box shows when one of them does. */
 function showAfterCall() {
   $('after-call').hidden = [...$('after-call').children].every((link) => link.hidden);
@@ -206,6 +224,7 @@ function drawUnread(count) {
 function showEnded({reason, code, message, summary}, me) {
   for (const id of ['quality-dialog', 'link-dialog']) if ($(id).open) $(id).close();
   $('tiles').replaceChildren();
+  drawKnocks([]);
   $('stage-video').srcObject = null;
   $('stage-name').textContent = '';
   const texts = {
@@ -249,6 +268,8 @@ async function main() {
   on('quality', ({id, verdict}) => drawQuality(id, verdict));
   on('matrix', drawMatrix);
   on('callstatus', showStatus);
+  on('waiting', () => say(t('lobby_wait')));
+  on('knocks', ({waiting}) => drawKnocks(waiting));
   on('sharing', ({on: sharing}) => {
     $('screen').textContent = sharing ? t('screen_stop') : t('screen_share');
     $('screen').setAttribute('aria-pressed', String(sharing));
@@ -264,6 +285,7 @@ async function main() {
   } catch (e) {
     return;  // the call has ended, and said why
   }
+  say('');  // no longer waiting at the lobby
   showLink();
 
   const showMore = (open) => {
