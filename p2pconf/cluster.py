@@ -18,6 +18,9 @@ Each process keeps a Hub for its own connections; what they share goes through R
 - `leases` (sorted set: peer id -> unix time): each process renews its own sessions'
   leases; when a lease runs out (a session's grace ended on a process that died), any
   process takes it out of its room and the room hears `peer-left`, reason "timeout".
+- Guests waiting at a room's lobby stay on their process; each change of its list is
+  published on `all` (`lobby`), so members everywhere hear every knock, and an answer goes
+  to the guest's process (`_admit`, `_refuse`) once the store has it.
 - `presence:<process>` (hash: login -> "online" or "in-call"): the users each process
   serves, and `procs` (sorted set: process -> unix time), each process's own lease. A
   change is also published on `all`, the channel every process reads, which also carries
@@ -88,6 +91,7 @@ class Cluster(Peers):
         self.channel = PREFIX + "proc:" + process
         self.published: dict[str, str] = {}  # login -> what this process last said of it
         self.elsewhere: dict[str, dict[str, str]] = {}  # login -> {other process: "online" or "in-call"}
+        self.knocking: dict[str, dict[str, list[Message]]] = {}  # room -> {other process: its waiting guests}
         # Hand-overs of a session from a live process to this one (a resume through another process):
         self.releases: dict[str, asyncio.Future] = {}  # peer id -> its process's answer
         self.arriving: dict[str, list[Message]] = {}  # peer id -> envelopes for it that wait
@@ -175,6 +179,27 @@ class Cluster(Peers):
 
     def send_to_user(self, login: str, msg: Message) -> None:
         self._queue(("PUBLISH", ALL, self._envelope(user=login, msg=msg)))
+
+    def lobby(self, room: str, waiting: list[Session]) -> None:
+        guests = [{"id": g.id, "name": g.name, "auth": g.auth} for g in waiting]
+        self._queue(("PUBLISH", ALL, self._envelope(lobby=room, waiting=guests)))
+
+    def waiting_elsewhere(self, room: str) -> list[Message]:
+        return [{**guest, "proc": proc} for proc, guests in self.knocking.get(room, {}).items() for guest in guests]
+
+    def let_in_elsewhere(self, guest: Session, admit: bool) -> None:
+        self._queue(("_FORWARD", PREFIX + "proc:" + guest.home, guest.id, {"type": "_admit" if admit else "_refuse"}))
+
+    def _take_lobby(self, proc: str, room: str, waiting: list[Message]) -> None:
+        """Take `waiting` as the guests process `proc` has at the lobby of `room` now."""
+        procs = self.knocking.setdefault(room, {})
+        if waiting:
+            procs[proc] = waiting
+        else:
+            procs.pop(proc, None)
+        if not procs:
+            del self.knocking[room]
+        self.hub.tell_lobby(room)
 
     # -- joins and resumes on this process (the transport awaits these) -----------------------
 
@@ -377,12 +402,16 @@ class Cluster(Peers):
             else:
                 self._take_presence(envelope["gone"], {login: "offline" for login, procs in self.elsewhere.items()
                                                      if envelope["gone"] in procs})
+                for room in [room for room, procs in self.knocking.items() if envelope["gone"] in procs]:
+                    self._take_lobby(envelope["gone"], room, [])
         elif proc == self.process:
             return  # this process has acted on its own news already
         elif "presence" in envelope:
             self._take_presence(proc, envelope["presence"])
         elif "user" in envelope:
             self.hub.send_here(envelope["user"], envelope["msg"])
+        elif "lobby" in envelope:
+            self._take_lobby(proc, envelope["lobby"], envelope["waiting"])
 
     def _take_presence(self, proc: str, states: dict[str, str]) -> None:
         """Take `states` (login -> presence) as what process `proc` says of its users now."""
@@ -438,6 +467,9 @@ class Cluster(Peers):
             return  # else it has ended: the sender learns from the room
         if kind == "_release":
             self._hand_over(session, envelope["from_proc"])
+            return
+        if kind in ("_admit", "_refuse"):  # a member on another process answered (and it is recorded)
+            self.hub.let_in(session, kind == "_admit")
             return
         room = session.room
         if room is not None:

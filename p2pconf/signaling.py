@@ -108,6 +108,16 @@ class Peers:
     def send_to_user(self, login: str, msg: Message) -> None:
         """Send `msg` to the pages `login` (lower-cased) has open on the other processes."""
 
+    def lobby(self, room: str, waiting: list[Session]) -> None:
+        """The guests waiting on this process to enter `room` are now `waiting`."""
+
+    def waiting_elsewhere(self, room: str) -> list[Message]:
+        """The guests waiting on the other processes to enter `room`: {"id", "name", "auth", "proc"}."""
+        return []
+
+    def let_in_elsewhere(self, guest: Session, admit: bool) -> None:
+        """Pass a member's recorded answer on to the process of `guest` (guest.home)."""
+
 
 class Hub:
     """All rooms of one server process and the rules for moving messages between them."""
@@ -493,8 +503,8 @@ class Hub:
         session.room = room
         self.peers.joined(session)
         self._announce(session, before)
-        if session.login and self.lobbies.get(name):
-            session.send(self._knocks(name))
+        if session.login and (knocks := self._knocks(name))["waiting"]:
+            session.send(knocks)
 
     # -- the lobby: guests a member lets in one by one (docs/protocol.md, "Lobby") ----------
 
@@ -510,11 +520,14 @@ class Hub:
             self._leave_lobby(session)
             self.lobbies.setdefault(name, {})[session.id] = session
             session.waiting = name
-            self._tell_lobby(name)
+            self._lobby_changed(name)
 
     def let_in(self, guest: Session, admit: bool) -> None:
         """A member's answer, recorded: the guest may now `join` (`admitted`), or its
         connection ends for good (4004)."""
+        if guest.home is not None:  # it waits on another process
+            self.peers.let_in_elsewhere(guest, admit)
+            return
         if guest.waiting is None:
             return  # gone meanwhile
         self._leave_lobby(guest)
@@ -531,11 +544,14 @@ class Hub:
             raise ProtocolError("not-joined")
         if member.login is None:
             raise ProtocolError("forbidden", "only signed-in members let guests in")
-        peer = msg.get("peer")
-        guest = self.lobbies.get(member.room.name, {}).get(peer) if isinstance(peer, str) else None
-        if guest is None:
-            raise ProtocolError("unknown-peer", "no guest with that id waits for your room")
-        return guest
+        name, peer = member.room.name, msg.get("peer")
+        if isinstance(peer, str) and (guest := self.lobbies.get(name, {}).get(peer)) is not None:
+            return guest
+        for other in self.peers.waiting_elsewhere(name):
+            if other["id"] == peer:  # a stand-in for a guest of another process
+                return Session(id=peer, send=lambda msg: None, name=other["name"], auth=other["auth"], waiting=name,
+                               home=other["proc"])
+        raise ProtocolError("unknown-peer", "no guest with that id waits for your room")
 
     def _leave_lobby(self, session: Session) -> None:
         name, session.waiting = session.waiting, None
@@ -545,13 +561,19 @@ class Hub:
         lobby.pop(session.id, None)
         if not lobby:
             self.lobbies.pop(name, None)
-        self._tell_lobby(name)
+        self._lobby_changed(name)
 
     def _knocks(self, name: str) -> Message:
-        return {"type": "knocks", "waiting": [{"id": g.id, "name": g.name} for g in self.lobbies.get(name, {}).values()]}
+        here = [{"id": g.id, "name": g.name} for g in self.lobbies.get(name, {}).values()]
+        return {"type": "knocks", "waiting": here + [{"id": g["id"], "name": g["name"]}
+                                                      for g in self.peers.waiting_elsewhere(name)]}
 
-    def _tell_lobby(self, name: str) -> None:
-        """Every signed-in member of the room hears who waits now (the whole list)."""
+    def _lobby_changed(self, name: str) -> None:
+        self.peers.lobby(name, list(self.lobbies.get(name, {}).values()))
+        self.tell_lobby(name)
+
+    def tell_lobby(self, name: str) -> None:
+        """Every signed-in member of the room on this process hears who waits now (the whole list)."""
         room = self.rooms.get(name)
         if room is None:
             return

@@ -12,10 +12,12 @@ import aiohttp
 import pytest
 
 from p2pconf.appkeys import CALLS, CLUSTER, HUB
+from p2pconf.protocol import CLOSE_NOT_ADMITTED
 from p2pconf.server import create_app
 
 from .conftest import Peer, wait_until
-from .org import Browser, add_user, next_of, signed_in, status_of
+from .org import Browser, add_user, base_of, next_of, signed_in, status_of
+from .test_lobby import guest_at_the_door, lobby_room
 from .test_presence import join, presence, room_of, subscribe
 
 
@@ -290,3 +292,29 @@ async def test_calls_started_count_on_every_process(two_offices, org_config):
     statuses = [(await callers[n % 2].json("POST", "/api/calls", {"invitees": ["bert"]}))[0]
                 for n in range(int(org_config.calls_per_minute) + 1)]
     assert statuses == [201] * int(org_config.calls_per_minute) + [429]
+
+
+async def test_a_guest_at_the_lobby_of_one_process_is_let_in_or_turned_away_from_the_other(two_offices):
+    first, second = two_offices
+    anna_ws, made = await lobby_room(second)  # anna on the second process, her guests on the first
+    token = made["invite"]["link"].rsplit("/", 1)[1]
+    made["invite"]["link"] = f"{base_of(first)}/j/{token}"
+    _, welcome = await guest_at_the_door(first, made, "Frau Meier")
+    await next_of(welcome, "lobby")
+    assert [g["name"] for g in (await next_of(anna_ws, "knocks"))["waiting"]] == ["Frau Meier"]
+    _, stranger = await guest_at_the_door(first, made, "Herr Unbekannt")
+    await next_of(stranger, "lobby")
+    knocks = await next_of(anna_ws, "knocks")
+    assert [g["name"] for g in knocks["waiting"]] == ["Frau Meier", "Herr Unbekannt"]
+    ids = {g["name"]: g["id"] for g in knocks["waiting"]}
+
+    await anna_ws.send_json({"type": "refuse", "peer": ids["Herr Unbekannt"]})
+    closing = await stranger.receive(timeout=3)
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == CLOSE_NOT_ADMITTED
+    assert [g["name"] for g in (await next_of(anna_ws, "knocks"))["waiting"]] == ["Frau Meier"]
+    await anna_ws.send_json({"type": "admit", "peer": ids["Frau Meier"]})
+    await next_of(welcome, "admitted")
+    assert (await next_of(anna_ws, "knocks"))["waiting"] == []
+    await welcome.send_json({"type": "join", "room": made["room"]["id"], "name": "x"})
+    assert [p["name"] for p in (await next_of(welcome, "joined"))["peers"]] == ["Anna Berg"]
+    assert (await next_of(anna_ws, "peer-joined"))["peer"]["name"] == "Frau Meier"
