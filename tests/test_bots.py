@@ -196,8 +196,10 @@ async def test_six_bot_mesh_all_sixty_tracks_flow(server_url):
     assert report["video_frames_delivered_ratio"] >= 0.98
 
 
-async def test_an_empty_candidate_string_ends_the_candidates_like_null(server_url):
-    """Firefox ends each m-line's candidates with {"candidate": ""}; aiortc wants None."""
+async def test_an_empty_candidate_string_ends_nothing_only_null_does(server_url):
+    """Firefox ends each m-line's candidates with {"candidate": ""}, the data channel's line first.
+    aiortc's None ends every line's, and the bot bundles them all on the first line's transport:
+    only the null at the end may end them (else a bot answering Firefox never connected)."""
 
     class RecordingPc:
         remoteDescription = object()
@@ -210,12 +212,13 @@ async def test_an_empty_candidate_string_ends_the_candidates_like_null(server_ur
 
     bot = Bot(1, server_url, "r")
     link = PeerLink("p", "Firefox", offerer=True, pc=RecordingPc())
-    link.pending = [{"candidate": "candidate:1 1 UDP 2122187007 127.0.0.1 47486 typ host", "sdpMid": "0",
+    link.pending = [{"candidate": "", "sdpMid": "3", "sdpMLineIndex": 3},
+                    {"candidate": "candidate:1 1 UDP 2122187007 127.0.0.1 47486 typ host", "sdpMid": "0",
                      "sdpMLineIndex": 0}, {"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0}, None]
     await bot._flush_candidates(link)
-    first, end_marker, null = link.pc.added
+    first, null = link.pc.added
     assert first.ip == "127.0.0.1" and first.port == 47486 and first.sdpMid == "0"
-    assert end_marker is None and null is None
+    assert null is None
 
 
 # -- refused for good: a revoked guest link (issue 9) ----------------------------------------------

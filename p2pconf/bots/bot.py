@@ -268,8 +268,13 @@ class Bot:
     async def _flush_candidates(self, link: PeerLink) -> None:
         pending, link.pending = link.pending, []
         for cand in pending:
-            if cand is None or not cand.get("candidate"):  # Firefox ends with an empty candidate string
+            if cand is None:
                 await link.pc.addIceCandidate(None)
+                continue
+            if not cand.get("candidate"):
+                # Firefox ends each m-line's candidates with "", the data channel's line first; aiortc's
+                # None would end every line's, and all share the first line's transport (BUNDLE): the
+                # checks failed before its candidates came. Only the null that follows ends them.
                 continue
             candidate = candidate_from_sdp(cand["candidate"].removeprefix("candidate:"))
             candidate.sdpMid, candidate.sdpMLineIndex = cand.get("sdpMid"), cand.get("sdpMLineIndex")
