@@ -23,7 +23,9 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 def api_error(status: int, code: str, message: str, **extra: Any) -> web.HTTPException:
     """An HTTP error with the JSON body every API error has: {"code", "message"}."""
-    return _BY_STATUS[status](text=json.dumps({"code": code, "message": message, **extra}), content_type="application/json")
+    sizes = {"max_size": 0, "actual_size": 0} if status == 413 else {}  # aiohttp's 413 requires them; our text wins
+    return _BY_STATUS[status](text=json.dumps({"code": code, "message": message, **extra}), content_type="application/json",
+                              **sizes)
 
 
 _BY_STATUS = {

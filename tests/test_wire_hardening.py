@@ -279,6 +279,15 @@ async def test_api_bodies_with_surrogates_nan_or_deep_nesting_are_bad_json(org, 
         assert reply.status == 400 and (await reply.json())["code"] == "bad-json"
 
 
+async def test_an_api_body_over_16_kib_is_413_too_large_and_changes_nothing(org):
+    anna = await signed_in(org, "anna")
+    body = json.dumps({"name": "Kunde", "pad": "x" * 17_000})
+    async with anna.http.post(anna.base + "/api/rooms", data=body, headers={"X-CSRF-Token": anna.csrf,
+                                                                           "Content-Type": "application/json"}) as reply:
+        assert (reply.status, (await reply.json())["code"]) == (413, "too-large")
+    assert (await anna.json("GET", "/api/invites"))[1]["invites"] == []
+
+
 @pytest.mark.parametrize("name", ["Anruf\u202e", "Zero\u200bwidth", "Tab\x00", "x" * 65])
 async def test_call_titles_and_room_names_are_plain_text(org, name):
     anna = await signed_in(org, "anna")
