@@ -11,7 +11,8 @@ turned away at a lobby. The room hears
 
 It also does the housekeeping every `purge_interval_s`: expired sessions, spent
 SSO tokens and old events are purged from the store, and sign-in throttle
-entries, finished calls and idle call-rate buckets are forgotten.
+entries, finished calls, idle call-rate buckets and refilled connection-test
+buckets are forgotten.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from aiohttp import web
 
 from . import audit, protocol
-from .appkeys import ACCESS, CALLS, CONFIG, HUB, STORE, THROTTLE
+from .appkeys import ACCESS, CALLS, CONFIG, HUB, LINKTEST, STORE, THROTTLE
 from .signaling import Session
 from .store import GUEST_REFUSED, INVITE_REVOKED, SESSION_ENDED, USER_DISABLED, Event
 
@@ -80,6 +81,7 @@ class AccessWatch:
         purged = await self.app[STORE].purge_expired()
         return {**{f"purged_{k}": v for k, v in purged.items()},
                 "throttle_entries": self.app[THROTTLE].sweep(),
+                "linktest_addresses": self.app[LINKTEST].sweep(),
                 "calls": self.app[CALLS].forget_finished()}
 
     async def run(self) -> None:

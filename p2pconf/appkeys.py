@@ -23,6 +23,7 @@ ACCESS = web.AppKey("access", "AccessWatch")  # access.AccessWatch (named: acces
 CLUSTER = web.AppKey("cluster", "Cluster")  # cluster.Cluster, with --redis (named: cluster.py imports signaling)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)  # the server.Outbox of every open WebSocket
 METRICS = web.AppKey("metrics", Metrics)
+LINKTEST = web.AppKey("linktest", "UploadLimits")  # linktest.UploadLimits (named: linktest.py imports these keys)
 
 # Per request: who is asking, a double-submit CSRF cookie a page handed out, and whether
 # a trusted proxy forwarded it (its X-Forwarded-* were believed).

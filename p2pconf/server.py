@@ -25,7 +25,7 @@ import redis.asyncio as redis
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 from yarl import URL
 
-from . import __version__, api, audit, pages, protocol
+from . import __version__, api, audit, linktest, pages, protocol
 from .access import watch_access
 from .appkeys import CALLS, CLUSTER, CONFIG, HASHES, HUB, IDENTITY, METRICS, SOCKETS, STORE, THROTTLE
 from .auth import HashPool, Identity, LoginThrottle
@@ -106,6 +106,7 @@ def create_app(config: Config | None = None) -> web.Application:
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True)
     pages.routes(app)
     api.routes(app)
+    linktest.routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/ws", websocket)
     app.router.add_static("/static", WEB_DIR / "static")

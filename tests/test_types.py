@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 JS = ROOT / "web" / "static" / "js"
-DOM_FREE = ["call.js", "chat.js", "mesh.js", "protocol.js", "quality.js"]  # the DOM belongs to app.js and room.js
+DOM_FREE = ["call.js", "chat.js", "linktest.js", "mesh.js", "protocol.js", "quality.js"]  # the DOM belongs to app.js and room.js
 
 
 def test_the_page_modules_type_check():

@@ -11,6 +11,11 @@ export async function me() {
   return body;
 }
 
+/** The CSRF token of the signed-in party (after me()), for requests made without call(). */
+export function csrfToken() {
+  return csrf;
+}
+
 /**
  * Call the API; rejects with an Error carrying `code` and `status` on failure.
  * @param {string} method @param {string} path @param {object} [body]

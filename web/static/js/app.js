@@ -5,6 +5,7 @@ import * as api from './api.js';
 import {CLOSE_SIGNED_OUT, ServerConnection, serverUrl} from './protocol.js';
 import {startRinging} from './ring.js';
 import {openDevices, settings} from './devices.js';
+import {linkTest} from './linkview.js';
 import {refusalText, t} from './i18n.js';
 import {$, say} from './page.js';
 
@@ -324,6 +325,7 @@ async function main() {
   window.p2pconf = {conn};  // for tests and debugging
   showSelf();
   settings({video: true, onclose: showSelf});
+  linkTest(() => ({csrf: api.csrfToken()}));
   await loadContacts().catch(() => render());
   if ($('search').value.trim()) searchEdited();  // a query the browser restored
 }
