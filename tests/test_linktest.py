@@ -13,7 +13,7 @@ from playwright.async_api import expect
 from p2pconf import linktest
 from p2pconf.auth import CSRF_COOKIE
 
-from .browser import new_page, sign_in
+from .browser import new_page, screenshot, sign_in
 from .org import base_of, signed_in
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +101,7 @@ async def test_the_start_page_says_how_large_a_call_the_line_carries(org, chromi
     await expect(result).to_have_text(re.compile(r"^Ihre Leitung trägt Videokonferenzen mit bis zu 2 Teilnehmern\. "
                                                  r"Gemessen: Upload 0[.,]\d Mbit/s"), timeout=30_000)
     await expect(page.get_by_role("progressbar")).to_be_hidden()
+    await screenshot(page, "linktest-desktop")
 
 
 async def test_a_guest_tests_the_line_before_joining(org, chromium):
