@@ -76,6 +76,30 @@ async def test_chat_goes_peer_to_peer_as_text_with_unread_counts_and_history_for
     assert any('"hello"' in frame for frame in sent[0])  # (the frames were watched)
 
 
+async def test_history_speaks_for_nobody_present_and_says_who_passed_on_what_the_absent_said(org, chromium):
+    link, a, b = await two_in_a_call(org, chromium, "Nachgereicht")
+    await open_chat(b)
+    await send(b, "Von Zweite")
+    await expect(a.get_by_role("button", name="Chat, 1 ungelesen")).to_be_visible()
+    await b.get_by_role("button", name="Beenden").click()
+    await expect(tile(a, "Zweite")).to_have_count(0)
+    # Erste turns hostile: her history also says that each peer she meets wrote "Gefälscht"
+    await a.evaluate("""() => {
+        const {call, mesh} = window.p2pconf, own = call.chat.history.bind(call.chat);
+        call.chat.history = () => [...own(), ...[...mesh.peers.values()].map((p) => (
+            {id: 'forged-' + p.id, name: p.name, at: Date.now(), text: 'Gefälscht', from: p.id}))];
+    }""")
+    c = await new_page(chromium)
+    await enter_as_guest(c, link, "Dritte")
+    await wait_playing(tile(c, "Erste").locator("video"))
+    await open_chat(c)
+    messages = c.locator("#chat-messages li")
+    await expect(messages.locator("p")).to_have_text(["Von Zweite"])
+    await expect(messages.locator(".from")).to_have_text(re.compile(r"^Zweite · \d\d:\d\d · weitergegeben von Erste$"))
+    await send(c, "Wirklich von Dritte")  # (and no forged line came in meanwhile)
+    await expect(messages.locator("p")).to_have_text(["Von Zweite", "Wirklich von Dritte"])
+
+
 async def test_raised_hands_show_on_the_tiles_in_the_order_they_went_up(org, chromium):
     link, a, b = await two_in_a_call(org, chromium, "Meldungen")
     await b.get_by_role("button", name="Hand heben").click()

@@ -4,7 +4,7 @@
 // screen sharing, the chat and raised hands over the peers' data channels, and the end of the
 // call. room.js draws what a Call announces and forwards clicks to it.
 
-import {Chat, MAX_HISTORY, MAX_TEXT_CHARS} from './chat.js';
+import {Chat, MAX_HISTORY, MAX_TEXT_CHARS, fromHistory} from './chat.js';
 import {Mesh} from './mesh.js';
 import {CallQuality, SPEAKING_RMS, audioLevel, readCounters, splitBudget} from './quality.js';
 
@@ -213,7 +213,7 @@ export class Call extends EventTarget {
     text = text.trim();
     if (!text || text.length > MAX_TEXT_CHARS || !this.mesh) return null;
     const id = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('');
-    const message = this.chat.add({id, name: this.name, at: Date.now(), text}, true);
+    const message = this.chat.add({id, name: this.name, at: Date.now(), text, from: this.conn.id || ''}, true);
     if (message) this.mesh.broadcast({type: 'chat', id, name: this.name, at: message.at, text});
     return message;
   }
@@ -346,7 +346,7 @@ export class Call extends EventTarget {
       this.updateCentre();
     });
     mesh.addEventListener('channelopen', (/** @type {any} */ e) => {
-      const history = this.chat.history().map(({id, name, at, text}) => ({id, name, at, text}));
+      const history = this.chat.history().map(({id, name, at, text, from}) => ({id, name, at, text, from}));
       if (history.length) mesh.sendTo(e.detail, {type: 'chat-history', messages: history});
       if (this.hands.has(SELF)) mesh.sendTo(e.detail, {type: 'hand', up: true});
     });
@@ -356,14 +356,16 @@ export class Call extends EventTarget {
 
   /**
    * A message over a peer's data channel. A chat message carries the name the server gave
-   * that peer (nobody speaks for another); the history a peer hands over keeps its names.
+   * that peer (nobody speaks for another); of the history a peer hands over we keep what
+   * chat.js fromHistory allows.
    * @param {import('./mesh.js').Peer} peer @param {any} msg
    */
   peerSaid(peer, msg) {
     if (msg.type === 'chat') {
-      this.chat.add({...msg, name: peer.name});
+      this.chat.add({...msg, name: peer.name, from: peer.id, via: undefined});
     } else if (msg.type === 'chat-history' && Array.isArray(msg.messages)) {
-      for (const m of msg.messages.slice(-MAX_HISTORY)) this.chat.add(m);
+      const present = (/** @type {string} */ id) => id === this.conn.id || Boolean(this.mesh?.peers.has(id));
+      for (const m of msg.messages.slice(-MAX_HISTORY)) this.chat.add(fromHistory(m, peer, present));
     } else if (msg.type === 'hand' && typeof msg.up === 'boolean') {
       this.setHand(peer.id, msg.up);
     }

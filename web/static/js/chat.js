@@ -8,7 +8,12 @@ export const MAX_HISTORY = 500;  // messages kept, and handed to a newcomer
 const MAX_ID_CHARS = 64;
 const MAX_NAME_CHARS = 64;
 
-/** @typedef {{id: string, name: string, at: number, text: string, mine: boolean}} ChatMessage */
+/**
+ * @typedef {{id: string, name: string, at: number, text: string, from: string, via?: string,
+ *            mine: boolean}} ChatMessage
+ *   `from`: the author's peer id; `via`: for a message whose author has left, the name of the
+ *   peer who passed it on (the name is that peer's word, not the server's)
+ */
 
 /**
  * A checked message, or null when `m` is not one (wrong types, too long, empty).
@@ -16,12 +21,30 @@ const MAX_NAME_CHARS = 64;
  */
 export function checkMessage(m) {
   if (!m || typeof m !== 'object') return null;
-  const {id, name, at, text} = m;
+  const {id, name, at, text, from, via} = m;
   if (typeof id !== 'string' || !id || id.length > MAX_ID_CHARS) return null;
   if (typeof name !== 'string' || !name || name.length > MAX_NAME_CHARS) return null;
   if (typeof at !== 'number' || !Number.isFinite(at)) return null;
   if (typeof text !== 'string' || !text.trim() || text.length > MAX_TEXT_CHARS) return null;
-  return {id, name, at, text};
+  if (typeof from !== 'string' || from.length > MAX_ID_CHARS) return null;
+  return via === undefined ? {id, name, at, text, from} : {id, name, at, text, from, via: String(via)};
+}
+
+/**
+ * What a newcomer keeps of the history a peer hands over (docs/protocol.md, "Between the
+ * peers"): nobody may speak for someone present, so an entry of another current participant
+ * is dropped (that participant hands over its own); an entry of the peer itself (its id or
+ * its name) is shown under the name the server gave it; an entry whose author has left keeps
+ * its name, marked as passed on by that peer.
+ * @param {any} m an entry @param {{id: string, name: string}} giver the peer who sent it
+ * @param {(id: string) => boolean} present whether a peer id is a participant now
+ * @returns {object|null}
+ */
+export function fromHistory(m, giver, present) {
+  if (!m || typeof m !== 'object' || typeof m.from !== 'string') return null;
+  if (m.from === giver.id || m.name === giver.name) return {...m, from: giver.id, name: giver.name, via: undefined};
+  if (present(m.from)) return null;
+  return {...m, via: giver.name};
 }
 
 /**

@@ -203,7 +203,8 @@ function drawChatMessage(m) {
   item.dataset.at = String(m.at);
   const time = new Date(m.at).toLocaleTimeString(document.documentElement.lang || undefined,
                                                  {hour: '2-digit', minute: '2-digit'});
-  const from = Object.assign(document.createElement('span'), {className: 'from', textContent: `${m.name} · ${time}`});
+  const via = m.via ? ` · ${t('chat_via', {name: m.via})}` : '';
+  const from = Object.assign(document.createElement('span'), {className: 'from', textContent: `${m.name} · ${time}${via}`});
   const body = document.createElement('p');
   body.append(...linked(m.text));
   item.append(from, body);
