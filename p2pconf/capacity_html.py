@@ -56,6 +56,19 @@ def _percent(share: float | None) -> str:
     return "–" if share is None else f"{share:.0%}"
 
 
+IMPAIRMENTS = {  # netlab.impairment(): what added the loss and delay
+    "netem": "tc netem",
+    "nftables": "nftables (loss) and a TUN delay line (delay), as this kernel has no netem",
+}
+
+
+def _added_by(result: Message) -> str:
+    method = result.get("impairment")
+    if method is None:
+        return ""
+    return f" on every limited uplink (not in the control) by {html.escape(IMPAIRMENTS.get(method, method))}"
+
+
 def render_capacity(result: Message) -> str:
     rows = "".join(
         f"<tr><td>{row['uplink_mbit']:g} Mbit/s</td><td>{row['largest_mesh'] or 'none'}</td>"
@@ -82,7 +95,8 @@ tr.bad td {{ color: #c62828; }} svg {{ max-width: 100%; height: auto; }}
 <p>Largest mesh in which every link keeps at least {result['min_fps']:g} video frames per second and
 less than {result['max_loss_pct']:g} % packet loss. Video {html.escape(result['video'])},
 {result['audio_ms']} ms audio frames,
-{result['duration_s']:g} s per run, added loss {result['loss_pct']:g} %, added delay {result['delay_ms']:g} ms.</p>
+{result['duration_s']:g} s per run, added loss {result['loss_pct']:g} %,
+added delay {result['delay_ms']:g} ms{_added_by(result)}.</p>
 <table><tr><th>uplink</th><th>largest mesh</th><th>limited by</th></tr>{rows}</table>
 {_plot(result)}
 <h2>Every run</h2>

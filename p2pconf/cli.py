@@ -148,7 +148,7 @@ def _capacity(args: argparse.Namespace) -> int:
     from .bots.sources import VideoSpec
     from .capacity import CapacityOptions, parse_counts, parse_uplinks, run_capacity
     from .capacity_html import format_capacity
-    from .netlab import LabError, check_can_build, check_netem
+    from .netlab import LabError, check_can_build, impairment
 
     try:
         opts = CapacityOptions(counts=parse_counts(args.count), uplinks_mbit=parse_uplinks(args.uplink),
@@ -157,8 +157,7 @@ def _capacity(args: argparse.Namespace) -> int:
         if not 0 <= opts.loss_pct < 100 or not 0 <= opts.delay_ms <= 10_000 or opts.duration_s <= 0:
             raise ValueError("--loss is 0 to 99 %, --delay 0 to 10000 ms, --duration above 0")
         check_can_build()
-        if opts.loss_pct or opts.delay_ms:  # refused before anything is built, not after
-            check_netem()
+        impairment(opts.loss_pct, opts.delay_ms)  # what cannot be added is refused before anything is built
     except (ValueError, LabError) as exc:
         print(f"p2pconf capacity: {exc}", file=sys.stderr)
         return 2
@@ -273,8 +272,10 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("capacity", help="largest mesh per uplink: bots in shaped network namespaces (root)")
     c.add_argument("--count", default="2..6", help="mesh sizes, like 2..6 or 2,4 (default 2..6)")
     c.add_argument("--uplink", default="1,2,4,8", help="uplinks in Mbit/s (default 1,2,4,8)")
-    c.add_argument("--loss", type=float, default=0.0, metavar="PCT", help="added random loss (needs netem)")
-    c.add_argument("--delay", type=float, default=0.0, metavar="MS", help="added one-way delay (needs netem)")
+    c.add_argument("--loss", type=float, default=0.0, metavar="PCT",
+                   help="added random loss on every limited uplink (netem; without it nftables)")
+    c.add_argument("--delay", type=float, default=0.0, metavar="MS",
+                   help="added one-way delay on every limited uplink (netem; without it a delay line)")
     c.add_argument("--duration", type=float, default=15.0, help="seconds of media per run (default 15)")
     c.add_argument("--video", default="320x240@15", metavar="WxH@FPS")
     c.add_argument("--audio-ms", type=int, choices=(20, 40, 60), default=20,

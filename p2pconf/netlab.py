@@ -5,23 +5,39 @@
       |-- veth --  bot namespace 2: eth0 10.77.0.12/24
       ...
 
-Nothing leaves the namespaces this module made; `Lab.close()` deletes them all,
-and a Lab is a context manager so that happens even when a run fails.
-Needs root (CAP_NET_ADMIN) and iproute2.
+Added loss and delay (what a host sends) come from netem where the kernel has
+it. Where it has not, loss is an nftables rule on the host's egress (`numgen
+random`) and delay a delay line: the host's own packets into the lab subnet are
+routed through a TUN device to a small process (p2pconf/delayline.py) that
+writes them back after the delay, and the kernel forwards them out of eth0.
+
+Nothing leaves the namespaces this module made; `Lab.close()` stops the delay
+lines and deletes the namespaces (with their rules and devices), and a Lab is a
+context manager so that happens even when a run fails.
+Needs root (CAP_NET_ADMIN) and iproute2; without netem also nftables (loss)
+and /dev/net/tun (delay).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import selectors
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 
 CLONE_NEWNET = 0x40000000
 SUBNET = "10.77.0"
 HUB_ADDRESS = f"{SUBNET}.1"
 QUEUE_MS = 200  # tbf queue: what a home router buffers before it drops
+TUN_DEVICE = "dly0"  # a host's delay line (no netem)
+DELAY_TABLE = "77"  # the routing table that sends a host's own packets into it
+NFT_TABLE = "p2pconf"  # a host's loss rule (no netem)
+LOSS_MODULUS = 10_000  # nftables draws a number below this per packet: loss in steps of 0.01 %
+READY_TIMEOUT_S = 10.0
+DELAYLINE_MODULE = "p2pconf.delayline"
 
 
 class LabError(RuntimeError):
@@ -38,6 +54,18 @@ def _tc(namespace: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", namespace, "tc", *args], capture_output=True, text=True)
 
 
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1].strip() if lines else ""
+
+
+def _in(namespace: str, *command: str, input: str | None = None) -> None:
+    """Run `command` inside `namespace`; LabError with its message when it fails."""
+    done = subprocess.run(["ip", "netns", "exec", namespace, *command], input=input, capture_output=True, text=True)
+    if done.returncode:
+        raise LabError(f"{' '.join(command)}: {_last_line(done.stderr) or 'failed'}")
+
+
 def check_can_build() -> None:
     """Raise LabError saying what is missing to build namespaces here."""
     if os.geteuid() != 0:
@@ -46,8 +74,7 @@ def check_can_build() -> None:
         raise LabError("needs iproute2 (the ip and tc commands): apt-get install iproute2")
 
 
-NO_NETEM = ("this kernel has no netem qdisc (sch_netem): --loss and --delay need it; "
-            "uplink limits (tbf) work without it")
+NO_NETEM = "tc cannot add a netem qdisc (sch_netem) for --loss and --delay here"
 
 
 def has_netem() -> bool | None:
@@ -65,10 +92,69 @@ def has_netem() -> bool | None:
     return False if "qdisc kind is unknown" in done.stderr else None
 
 
-def check_netem() -> None:
-    """Raise LabError when this kernel certainly has no netem (for --loss and --delay)."""
-    if has_netem() is False:
-        raise LabError(NO_NETEM)
+def _probe(*command: str) -> subprocess.CompletedProcess:
+    """Run `command` in a throwaway network namespace (gone with the probe)."""
+    return subprocess.run(["unshare", "--net", *command], capture_output=True, text=True)
+
+
+def impairment(loss_pct: float, delay_ms: float) -> str | None:
+    """How this machine adds loss and delay: "netem", "nftables" (loss by nftables, delay by a
+    delay line), or None when none is asked for. LabError, in one line, when it cannot.
+
+    netem when the kernel has it (or the probe cannot tell: then a missing netem is
+    reported when it is first used); otherwise each mechanism asked for is tried
+    in a throwaway namespace first, so a run fails before anything is built.
+    """
+    if not loss_pct and not delay_ms:
+        return None
+    if has_netem() is not False:
+        return "netem"
+    if loss_pct:
+        if not shutil.which("nft"):
+            raise LabError("this kernel has no netem qdisc, so --loss needs nftables: apt-get install nftables")
+        done = _probe("nft", "add", "table", "inet", "p2pconf_probe")
+        if done.returncode:
+            raise LabError(f"this kernel has no netem qdisc and nftables fails, so --loss cannot be added: "
+                           f"{done.stderr.strip().splitlines()[0] if done.stderr.strip() else 'nft failed'}")
+    if delay_ms:
+        done = _probe("ip", "tuntap", "add", "dev", TUN_DEVICE, "mode", "tun")
+        if done.returncode:
+            raise LabError(f"this kernel has no netem qdisc and no TUN devices, so --delay cannot be added: "
+                           f"{done.stderr.strip().splitlines()[0] if done.stderr.strip() else 'ip tuntap failed'}")
+    return "nftables"
+
+
+def loss_ruleset(loss_pct: float) -> str:
+    """The nftables table (for `nft -f -` in a host namespace) that drops `loss_pct` % of what eth0 sends."""
+    below = round(loss_pct * LOSS_MODULUS / 100)
+    return (f"table inet {NFT_TABLE} {{\n"
+            f"  chain loss {{\n"
+            f"    type filter hook postrouting priority 0; policy accept;\n"
+            f"    oifname \"eth0\" numgen random mod {LOSS_MODULUS} < {below} drop\n"
+            f"  }}\n"
+            f"}}\n")
+
+
+def delay_setup(address: str) -> list[list[str]]:
+    """The commands (inside a host namespace) that make the TUN device for its delay line.
+
+    The host's own packets reach it through the rule delay_route() adds; what the
+    delay line writes back comes in on the device and is forwarded out of eth0,
+    which takes forwarding and accepting packets from the host's own address.
+    """
+    return [
+        ["ip", "tuntap", "add", "dev", TUN_DEVICE, "mode", "tun"],
+        ["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+         f"net.ipv4.conf.{TUN_DEVICE}.rp_filter=0", f"net.ipv4.conf.{TUN_DEVICE}.accept_local=1",
+         f"net.ipv6.conf.{TUN_DEVICE}.disable_ipv6=1"],
+        ["ip", "link", "set", TUN_DEVICE, "up"],
+        ["ip", "route", "add", f"{SUBNET}.0/24", "dev", TUN_DEVICE, "src", address, "table", DELAY_TABLE],
+    ]
+
+
+def delay_route(on: bool) -> list[str]:
+    """Send the host's own packets (`iif lo`) through the delay line, or stop doing so."""
+    return ["ip", "rule", "add" if on else "del", "iif", "lo", "lookup", DELAY_TABLE, "pref", "100"]
 
 
 def enter(namespace: str) -> None:
@@ -83,15 +169,18 @@ def enter(namespace: str) -> None:
         os.close(fd)
 
 
-def shaping(mbit: float | None, loss_pct: float = 0.0, delay_ms: float = 0.0) -> list[list[str]]:
-    """The tc commands (after `tc`) that shape eth0's egress to `mbit` (None: no limit), with optional netem."""
+def shaping(mbit: float | None, loss_pct: float = 0.0, delay_ms: float = 0.0, netem: bool = True) -> list[list[str]]:
+    """The tc commands (after `tc`) that shape eth0's egress to `mbit` (None: no limit), with optional netem.
+
+    With netem=False the loss and delay are left to nftables and the delay line (Lab.shape).
+    """
     commands = [["qdisc", "del", "dev", "eth0", "root"]]
     if mbit is None:
         return commands
     rate = int(mbit * 1_000_000)
     burst = max(3000, rate // 8 // 100)  # 10 ms at the line rate, at least two full packets
     tbf = ["tbf", "rate", f"{rate}bit", "burst", str(burst), "latency", f"{QUEUE_MS}ms"]
-    if loss_pct or delay_ms:
+    if netem and (loss_pct or delay_ms):
         netem = ["netem"]
         if delay_ms:
             netem += ["delay", f"{delay_ms}ms"]
@@ -111,6 +200,9 @@ class Lab:
     hosts: int
     prefix: str = field(default_factory=lambda: f"p2pc{os.getpid()}")
     namespaces: list[str] = field(default_factory=list)  # every namespace made so far
+    method: str | None = None  # how loss and delay are added (impairment()), found when first asked for
+    impaired: dict[int, tuple[float, float]] = field(default_factory=dict)  # host: (loss, delay) without netem
+    delaylines: dict[int, tuple[subprocess.Popen, float]] = field(default_factory=dict)  # host: its delay line, ms
 
     @property
     def hub(self) -> str:
@@ -156,16 +248,85 @@ class Lab:
         self.namespaces.append(namespace)
 
     def shape(self, n: int, mbit: float | None, loss_pct: float = 0.0, delay_ms: float = 0.0) -> None:
-        """Limit host n's uplink (what it sends) to `mbit` (None: no limit), with optional loss and delay."""
-        for i, command in enumerate(shaping(mbit, loss_pct, delay_ms)):
+        """Limit host n's uplink (what it sends) to `mbit` (None: no limit), with optional loss and delay.
+
+        Loss and delay come with a limit only: with mbit None the host sends unhindered.
+        """
+        if mbit is not None and (loss_pct or delay_ms) and self.method is None:
+            self.method = impairment(loss_pct, delay_ms)
+        netem = self.method != "nftables"
+        for i, command in enumerate(shaping(mbit, loss_pct, delay_ms, netem=netem)):
             done = _tc(self.host(n), *command)
             if done.returncode and i > 0:  # deleting a qdisc that is not there is fine
                 if "qdisc kind is unknown" in done.stderr and "netem" in command:
                     raise LabError(NO_NETEM)
                 raise LabError(f"tc {' '.join(command)}: {done.stderr.strip()}")
+        if not netem:
+            self._impair(n, *((loss_pct, delay_ms) if mbit is not None else (0.0, 0.0)))
+
+    def _impair(self, n: int, loss_pct: float, delay_ms: float) -> None:
+        """Without netem: host n's loss by an nftables rule, its delay by a delay line (p2pconf/delayline.py)."""
+        host = self.host(n)
+        loss_was, delay_was = self.impaired.get(n, (0.0, 0.0))
+        if loss_pct != loss_was:
+            if loss_was:
+                _in(host, "nft", "delete", "table", "inet", NFT_TABLE)
+            if loss_pct:
+                _in(host, "nft", "-f", "-", input=loss_ruleset(loss_pct))
+        if delay_ms != delay_was:
+            if delay_was:
+                _in(host, *delay_route(False))  # the host sends directly again; its delay line idles
+            if delay_ms:
+                line, ms = self.delaylines.get(n, (None, None))
+                if line is not None and line.poll() is not None:
+                    raise LabError(f"the delay line in {host} ended: {_last_line(line.stderr.read()) or 'no message'}")
+                if ms != delay_ms:  # none yet, or one with another delay
+                    self._stop_delayline(n)
+                    if not self._has_tun(host):  # made once per host
+                        for command in delay_setup(self.address(n)):
+                            _in(host, *command)
+                    self.delaylines[n] = (self._start_delayline(host, delay_ms), delay_ms)
+                _in(host, *delay_route(True))
+        self.impaired[n] = (loss_pct, delay_ms)
+
+    @staticmethod
+    def _has_tun(host: str) -> bool:
+        return subprocess.run(["ip", "-n", host, "link", "show", TUN_DEVICE], capture_output=True).returncode == 0
+
+    @staticmethod
+    def _start_delayline(host: str, delay_ms: float) -> subprocess.Popen:
+        """Start host's delay line and wait (bounded) until it holds the TUN device."""
+        line = subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-m", DELAYLINE_MODULE,
+                                 "--delay-ms", f"{delay_ms:g}", "--device", TUN_DEVICE],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with selectors.DefaultSelector() as selector:
+            selector.register(line.stdout, selectors.EVENT_READ)
+            ready = selector.select(READY_TIMEOUT_S) and line.stdout.readline().strip() == "ready"
+        if not ready:
+            line.kill()
+            _, err = line.communicate(timeout=READY_TIMEOUT_S)
+            raise LabError(f"the delay line in {host} did not start: {_last_line(err) or 'no answer'}")
+        return line
+
+    def _stop_delayline(self, n: int) -> None:
+        line, _ = self.delaylines.pop(n, (None, None))
+        if line is None:
+            return
+        line.terminate()
+        try:
+            line.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            line.kill()
+            line.wait()
+        for pipe in (line.stdout, line.stderr):
+            if pipe is not None:
+                pipe.close()
 
     def close(self) -> None:
-        """Delete every namespace made (their veth pairs and bridge go with them)."""
+        """Stop the delay lines, delete every namespace made (with their veths, bridge, rules and devices)."""
+        for n in list(self.delaylines):
+            self._stop_delayline(n)
+        self.impaired.clear()
         for namespace in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
         self.namespaces.clear()

@@ -14,22 +14,36 @@ import pytest
 
 from .conftest import wait_until
 
-from p2pconf import netlab
+from p2pconf import capacity, netlab
 from p2pconf.cli import parser
 from p2pconf.capacity import capacity_table, parse_counts, parse_uplinks, verdict
 
 P2PCONF = [sys.executable, "-m", "p2pconf"]
 
 
-def namespaces() -> set[str]:
+def namespaces(prefix: str = "") -> set[str]:
+    """The machine's named network namespaces whose names start with `prefix`.
+
+    Tests look at their own prefix only: other tests (tests/firefox.py) make namespaces at the same time.
+    """
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in listed.splitlines() if line.strip()}
+    return {name for line in listed.splitlines() if line.strip() and (name := line.split()[0]).startswith(prefix)}
+
+
+def lab_prefix(pid: int) -> str:
+    """The namespaces of the capacity run in process `pid` (netlab.Lab's default prefix)."""
+    return f"p2pc{pid}-"
 
 
 def test_a_tiny_matrix_tells_a_thin_uplink_from_a_wide_one(tmp_path):
-    before = namespaces()
-    done = subprocess.run([*P2PCONF, "capacity", "--count", "2..3", "--uplink", "0.3,4", "--duration", "3",
-                           "--report", str(tmp_path)], capture_output=True, text=True, timeout=240)
+    with subprocess.Popen([*P2PCONF, "capacity", "--count", "2..3", "--uplink", "0.3,4", "--duration", "3",
+                           "--report", str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        try:
+            stdout, stderr = run.communicate(timeout=240)
+        finally:
+            run.kill()
+    done = subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "capacity.json").read_text())
     assert len(result["runs"]) == 6  # every combination, and each size once without a limit
@@ -42,20 +56,19 @@ def test_a_tiny_matrix_tells_a_thin_uplink_from_a_wide_one(tmp_path):
     assert "| 4 Mbit/s | 3 | the largest size measured |" in done.stdout
     assert (tmp_path / "capacity.html").read_text().count("<svg") == 1
     assert (tmp_path / "runs" / "uplink-4-bots-3" / "report.html").exists()
-    assert namespaces() == before  # the run removed what it made
+    assert namespaces(lab_prefix(run.pid)) == set()  # the run removed what it made
 
 
 async def test_stopping_a_run_removes_its_namespaces(tmp_path):
-    before = namespaces()
     with subprocess.Popen([*P2PCONF, "capacity", "--count", "3", "--uplink", "4", "--duration", "30",
                            "--report", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as run:
         try:
-            await wait_until(lambda: len(namespaces() - before) == 4, timeout=30, step=0.2)  # hub and 3 hosts
+            await wait_until(lambda: len(namespaces(lab_prefix(run.pid))) == 4, timeout=30, step=0.2)  # hub, 3 hosts
             run.send_signal(signal.SIGTERM)
             assert run.wait(timeout=30) == 128 + signal.SIGTERM
         finally:
             run.kill()
-    assert namespaces() == before
+    assert namespaces(lab_prefix(run.pid)) == set()
 
 
 def veths() -> set[str]:
@@ -118,45 +131,171 @@ def kernel_has_netem() -> bool:
     return done.returncode == 0
 
 
-def capacity_with_netem(tmp_path) -> tuple[subprocess.CompletedProcess, set[str], set[str]]:
-    """Run a tiny capacity with --delay 40 --loss 1; returns it, and the run's namespaces seen during and after it."""
-    seen: set[str] = set()
-    with subprocess.Popen([*P2PCONF, "capacity", "--count", "2", "--uplink", "8", "--delay", "40", "--loss", "1",
-                           "--duration", "3", "--report", str(tmp_path)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
-        prefix = f"p2pc{run.pid}-"
+def delaylines(parent: int | None = None) -> set[int]:
+    """Delay line processes (p2pconf/delayline.py) by pid: every one, or those `parent` started."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            deadline = time.monotonic() + 120
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # ended meanwhile
+            continue
+        if b"p2pconf.delayline" in cmdline and parent in (None, ppid):
+            found.add(int(pid))
+    return found
+
+
+ADDED_DELAY_MS, ADDED_LOSS_PCT = 40, 5
+
+
+@pytest.fixture(scope="module")
+def impaired_run(tmp_path_factory):
+    """One tiny capacity run with added delay and loss: the run, its folder, and what was seen during and after it.
+
+    netem where the kernel has it, nftables and the delay line where not: the same outcome either way.
+    """
+    folder = tmp_path_factory.mktemp("impaired")
+    seen, lines = set(), set()
+    with subprocess.Popen([*P2PCONF, "capacity", "--count", "2", "--uplink", "8", "--delay", str(ADDED_DELAY_MS),
+                           "--loss", str(ADDED_LOSS_PCT), "--duration", "8", "--report", str(folder)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        try:
+            deadline = time.monotonic() + 180
             while run.poll() is None and time.monotonic() < deadline:
-                seen |= {n for n in namespaces() if n.startswith(prefix)}
+                seen |= namespaces(lab_prefix(run.pid))
+                lines |= delaylines(parent=run.pid)
                 time.sleep(0.05)  # a bounded poll: how the run ends is what is checked
             stdout, stderr = run.communicate(timeout=10)
         finally:
             run.kill()
-    left = {n for n in namespaces() if n.startswith(prefix)}
-    return subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr), seen, left
+    left = namespaces(lab_prefix(run.pid))
+    done = subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
+    return done, folder, {"seen": seen, "left": left, "delaylines": lines, "delaylines_left": lines & delaylines()}
 
 
-def test_without_netem_loss_and_delay_are_refused_before_anything_is_built(tmp_path):
+def run_report(folder, name: str) -> dict:
+    return json.loads((folder / "runs" / name / "report.json").read_text())
+
+
+def test_the_added_delay_shows_in_every_round_trip(impaired_run):
+    done, folder, _ = impaired_run
+    assert done.returncode == 0, done.stderr
+    result = json.loads((folder / "capacity.json").read_text())
+    assert result["impairment"] == ("netem" if kernel_has_netem() else "nftables")
+    rtts = [l["rtt_ms"] for l in run_report(folder, "uplink-8-bots-2")["links"] if l["rtt_ms"] is not None]
+    assert len(rtts) == 4, rtts  # both bots' audio and video
+    # One delay each way (every uplink adds it), and not much more than that.
+    assert all(2 * ADDED_DELAY_MS - 10 <= rtt <= 2 * ADDED_DELAY_MS + 60 for rtt in rtts), rtts
+    control = [l["rtt_ms"] for l in run_report(folder, "uplink-none-bots-2")["links"] if l["rtt_ms"] is not None]
+    assert control and all(rtt < ADDED_DELAY_MS for rtt in control), control  # the control runs unhindered
+
+
+def test_the_added_loss_shows_as_measured_packet_loss(impaired_run):
+    done, folder, _ = impaired_run
+    assert done.returncode == 0, done.stderr
+    links = run_report(folder, "uplink-8-bots-2")["links"]
+    losses = [l["loss_pct"] for l in links]
+    assert len(losses) == 4 and all(0 < loss < 3 * ADDED_LOSS_PCT for loss in losses), losses
+    # Over the run's ~1,000 packets the mean is within about 3 standard deviations (0.7 % each) of what was added.
+    assert ADDED_LOSS_PCT - 2.5 <= sum(losses) / len(losses) <= ADDED_LOSS_PCT + 2.5, losses
+    assert all(l["loss_pct"] == 0 for l in run_report(folder, "uplink-none-bots-2")["links"])  # no loss in the control
+    # Within its limit for a line that loses 5 % by itself, so 8 Mbit/s fits two bots.
+    assert json.loads((folder / "capacity.json").read_text())["table"][0]["largest_mesh"] == 2
+
+
+def test_an_impaired_run_leaves_no_namespace_and_no_delay_line(impaired_run):
+    done, _, seen = impaired_run
+    assert done.returncode == 0, done.stderr
+    assert len(seen["seen"]) == 3 and seen["left"] == set()  # hub and two hosts, all gone
+    if not kernel_has_netem():
+        assert len(seen["delaylines"]) == 2  # one per host
+    assert seen["delaylines_left"] == set()
+
+
+async def test_stopping_an_impaired_run_removes_its_namespaces_and_delay_lines(tmp_path):
+    with subprocess.Popen([*P2PCONF, "capacity", "--count", "3", "--uplink", "4", "--delay", "40", "--loss", "1",
+                           "--duration", "30", "--report", str(tmp_path)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as run:
+        try:
+            await wait_until(lambda: len(namespaces(lab_prefix(run.pid))) == 4, timeout=30, step=0.2)  # hub, 3 hosts
+            if not kernel_has_netem():  # the hosts' delay lines, once the limited runs begin
+                await wait_until(lambda: len(delaylines(parent=run.pid)) == 3, timeout=90, step=0.2)
+            lines = delaylines(parent=run.pid)
+            run.send_signal(signal.SIGTERM)
+            assert run.wait(timeout=30) == 128 + signal.SIGTERM
+        finally:
+            run.kill()
+    assert namespaces(lab_prefix(run.pid)) == set()
+    assert not lines & delaylines()
+
+
+def test_a_delay_line_that_does_not_start_fails_the_lab_cleanly(monkeypatch):
+    """Runs without netem only: the helper's module is wrong, so it never says ready."""
     if kernel_has_netem():
-        pytest.skip("this kernel has netem: the next test checks what it does")
-    done, seen, left = capacity_with_netem(tmp_path)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr == f"p2pconf capacity: {netlab.NO_NETEM}\n"
-    assert "--loss and --delay need it" in done.stderr
-    assert seen == set() and left == set()  # not built and cleaned up: never built
+        pytest.skip("this kernel has netem: no delay line is used")
+    prefix = f"p2pcd{os.getpid()}"
+    monkeypatch.setattr(netlab, "DELAYLINE_MODULE", "p2pconf.no_such_module")
+    try:
+        with pytest.raises(netlab.LabError, match=r"the delay line in .*-h1 did not start: .*No module named"):
+            with netlab.Lab(2, prefix=prefix) as lab:
+                lab.shape(1, 8, 1, 40)
+        assert namespaces(prefix) == set()
+        assert delaylines(parent=os.getpid()) == set()
+    finally:
+        for namespace in namespaces(prefix):
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+def test_a_failing_run_removes_the_rules_and_stops_the_delay_lines():
+    """Runs without netem only: a run that fails with loss and delay in place."""
+    if kernel_has_netem():
+        pytest.skip("this kernel has netem: no delay line is used")
+    prefix = f"p2pcf{os.getpid()}"
+    try:
+        with pytest.raises(RuntimeError, match="the run fails"):
+            with netlab.Lab(2, prefix=prefix) as lab:
+                for n in (1, 2):
+                    lab.shape(n, 8, 1, 40)
+                host = lab.host(1)
+                rules = subprocess.run(["ip", "netns", "exec", host, "nft", "list", "ruleset"],
+                                       capture_output=True, text=True).stdout
+                assert "numgen random mod 10000 < 100 drop" in rules
+                assert "lookup 77" in subprocess.run(["ip", "-n", host, "rule"], capture_output=True, text=True).stdout
+                running = delaylines(parent=os.getpid())
+                assert len(running) == 2
+                raise RuntimeError("the run fails")
+        assert namespaces(prefix) == set()  # with them their rules, routes and devices
+        assert not running & delaylines()
+    finally:
+        for namespace in namespaces(prefix):
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+def test_loss_and_delay_that_cannot_be_added_are_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """Runs on every kernel: no netem and no nft, as on a machine without the nftables package."""
+    monkeypatch.setattr(netlab, "has_netem", lambda: False)
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "nft" else real_which(name))
+    monkeypatch.setattr(capacity, "run_capacity", lambda *args, **kwargs: pytest.fail("a run began"))
+    args = parser().parse_args(["capacity", "--count", "2", "--uplink", "1", "--loss", "1",
+                                "--report", str(tmp_path)])
+    assert args.func(args) == 2
+    assert capsys.readouterr().err == ("p2pconf capacity: this kernel has no netem qdisc, "
+                                       "so --loss needs nftables: apt-get install nftables\n")
     assert not any(tmp_path.iterdir())
 
 
-def test_with_netem_the_added_delay_shows_in_every_round_trip(tmp_path):
-    if not kernel_has_netem():
-        pytest.skip("this kernel has no netem: the test above checks the refusal")
-    done, _, left = capacity_with_netem(tmp_path)
-    assert done.returncode == 0, done.stderr
-    report = json.loads((tmp_path / "runs" / "uplink-8-bots-2" / "report.json").read_text())
-    rtts = [l["rtt_ms"] for l in report["links"] if l["rtt_ms"] is not None]
-    assert rtts and all(rtt >= 70 for rtt in rtts), rtts  # 2 x 40 ms, one way each
-    assert left == set()
+def test_without_netem_loss_goes_to_nftables_and_delay_to_the_delay_line(monkeypatch):
+    """Runs on every kernel: the choice, and the rules a host gets."""
+    monkeypatch.setattr(netlab, "has_netem", lambda: True)
+    assert netlab.impairment(1, 0) == "netem" and netlab.impairment(0, 0) is None
+    monkeypatch.setattr(netlab, "has_netem", lambda: False)
+    assert netlab.impairment(1, 40) == "nftables"
+    assert "oifname \"eth0\" numgen random mod 10000 < 150 drop" in netlab.loss_ruleset(1.5)
+    assert not any("netem" in c for c in netlab.shaping(8, loss_pct=1, delay_ms=40, netem=False))
+    assert netlab.delay_route(True) == ["ip", "rule", "add", "iif", "lo", "lookup", "77", "pref", "100"]
 
 
 def test_loss_and_delay_go_into_netem_in_front_of_the_rate_limit():
@@ -210,3 +349,6 @@ def test_a_run_fits_only_when_every_link_keeps_ten_fps_and_under_two_percent_los
     assert not verdict(report(9.9, 0.0))["ok"]
     assert not verdict(report(15, 2.0))["ok"]
     assert not verdict({**report(15, 0.0), "mesh_formed": False})["ok"]
+    # A line that loses 5 % by itself: the uplink may add 2 %, and chance as much again as the line's loss.
+    assert verdict(report(15, 11.9), added_loss_pct=5)["ok"]
+    assert not verdict(report(15, 12.0), added_loss_pct=5)["ok"]
