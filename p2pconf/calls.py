@@ -78,11 +78,12 @@ class CallBook:
         return self.calls.get(call_id)
 
     async def move(self, call_id: str, login: str, status: str, allowed: Iterable[str], *, name: str = "",
-                   deadline: float = 0.0) -> bool:
+                   deadline: float = 0.0, ring: float | None = None) -> bool:
         """Set `login`'s state in the call to `status` if it is one of `allowed` now (atomically
-        in every book); `deadline`: when a ring ends. False when it is not, or no such call."""
+        in every book); `deadline`: when a ring ends; `ring`: only while the ring that ends at
+        this deadline is the current one. False when it is not, or no such call."""
         call = self.calls.get(call_id)
-        if call is None or call.state_of(login) not in allowed:
+        if call is None or call.state_of(login) not in allowed or (ring is not None and call.deadlines.get(login) != ring):
             return False
         call.status[login] = status
         call.names[login] = name or call.names.get(login, login)
@@ -156,7 +157,7 @@ class Calls:
             if await self._move(call, user.login, "ringing", MAY_RING, name=user.name, deadline=deadline):
                 self.hub.send_to_user(user.login, call.ring_message())
                 self.timers[call.id, user.login] = asyncio.get_running_loop().call_later(
-                    self.ring_timeout_s, self._ring_ended, call, user.login)
+                    self.ring_timeout_s, self._ring_ended, call, user.login, deadline)
         return (await self.book.get(call_id)).describe()
 
     async def answer(self, call_id: str, login: str, accepted: bool) -> str | None:
@@ -171,8 +172,11 @@ class Calls:
         """Rings for a user who opens a page while being rung."""
         return [call.ring_message() for call in await self.book.ringing_for(login)]
 
-    def _ring_ended(self, call: Call, login: str) -> None:
-        task = asyncio.ensure_future(self._move(call, login, "missed", ("ringing",)))
+    def _ring_ended(self, call: Call, login: str, deadline: float) -> None:
+        """This process's ring ends: missed, unless it was answered, or a new ring (perhaps
+        started on another process) took its place meanwhile."""
+        self.timers.pop((call.id, login), None)
+        task = asyncio.ensure_future(self._move(call, login, "missed", ("ringing",), ring=deadline))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -26,17 +26,19 @@ PREFIX = "p2pconf:"
 CALL_TTL_S = 24 * 3600
 
 # KEYS: call, rings of the login; ARGV: login, status, name, deadline, ttl, now, orphan slack,
-# allowed states... Moves the login to `status` if its state is one of the allowed (a ring
-# orphaned by a dead process counts as missed, as in Call.state_of).
+# the ring's deadline ('' for any), allowed states... Moves the login to `status` if its state
+# is one of the allowed (a ring orphaned by a dead process counts as missed, as in
+# Call.state_of) and, when given, the current ring is the one ending at that deadline.
 _MOVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local login = ARGV[1]
 local state = redis.call('HGET', KEYS[1], 's:' .. login) or ''
-if state == 'ringing' and tonumber(redis.call('HGET', KEYS[1], 'd:' .. login) or 0) + tonumber(ARGV[7])
-    <= tonumber(ARGV[6]) then
+local ends = redis.call('HGET', KEYS[1], 'd:' .. login) or ''
+if ARGV[8] ~= '' and ends ~= ARGV[8] then return false end
+if state == 'ringing' and tonumber(ends ~= '' and ends or 0) + tonumber(ARGV[7]) <= tonumber(ARGV[6]) then
   state = 'missed'
 end
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   if ARGV[i] == state then
     redis.call('HSET', KEYS[1], 's:' .. login, ARGV[2], 'd:' .. login, ARGV[4])
     if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'n:' .. login, ARGV[3]) end
@@ -126,10 +128,12 @@ class RedisCallBook:
         return call
 
     async def move(self, call_id: str, login: str, status: str, allowed: Iterable[str], *, name: str = "",
-                   deadline: float = 0.0) -> bool:
+                   deadline: float = 0.0, ring: float | None = None) -> bool:
+        # deadlines are compared as Redis keeps them: the text redis-py makes of the float
         return bool(await self.move_script(
             keys=[self._key(call_id), PREFIX + "rings:" + login],
-            args=[login, status, name, deadline, CALL_TTL_S, time.time(), ORPHAN_AFTER_S, *allowed]))
+            args=[login, status, name, deadline, CALL_TTL_S, time.time(), ORPHAN_AFTER_S,
+                  "" if ring is None else repr(float(ring)), *allowed]))
 
     async def ringing_for(self, login: str) -> list[Call]:
         now = time.time()

@@ -318,3 +318,22 @@ async def test_a_guest_at_the_lobby_of_one_process_is_let_in_or_turned_away_from
     await welcome.send_json({"type": "join", "room": made["room"]["id"], "name": "x"})
     assert [p["name"] for p in (await next_of(welcome, "joined"))["peers"]] == ["Anna Berg"]
     assert (await next_of(anna_ws, "peer-joined"))["peer"]["name"] == "Frau Meier"
+
+
+async def test_an_old_ring_timer_never_ends_a_new_ring_started_on_the_other_process(two_offices):
+    first, second = two_offices
+    first.app[CALLS].ring_timeout_s = 1.0  # the first ring's timer, on the first process
+    second.app[CALLS].ring_timeout_s = 30.0
+    anna, bert = await signed_in(first, "anna"), await signed_in(second, "bert")
+    bert_ws = await bert.ws()
+    _, call = await anna.json("POST", "/api/calls", {"invitees": ["bert"]})
+    await next_of(bert_ws, "ring")
+    assert (await bert.json("POST", f"/api/calls/{call['id']}/decline"))[0] == 200
+    # anna rings him again, now through the second process
+    status, again = await (await signed_in(second, "anna")).json("POST", f"/api/calls/{call['id']}/invite",
+                                                                  {"invitees": ["bert"]})
+    assert status == 200 and again["invitees"][0]["status"] == "ringing"
+    await wait_until(lambda: not first.app[CALLS].timers and not first.app[CALLS].tasks, timeout=5)
+    _, now = await bert.json("GET", f"/api/calls/{call['id']}")
+    assert now["invitees"][0]["status"] == "ringing"  # the first ring's end was not the second's
+    await bert_ws.close()
