@@ -190,8 +190,14 @@ def org_config(tmp_path, store_location) -> Config:
 
 
 @pytest.fixture
-async def org(aiohttp_server, org_config):
-    server = await aiohttp_server(create_app(org_config))
+def org_host() -> str:
+    """Where the organisation's test server listens (tests/test_firefox.py: on its veth pair)."""
+    return "127.0.0.1"
+
+
+@pytest.fixture
+async def org(aiohttp_server, org_config, org_host):
+    server = await aiohttp_server(create_app(org_config), host=org_host)
     app = server.app
     await add_user(app, "anna", "Anna Berg", email="anna@example.org")
     await add_user(app, "bert", "Bert Kraus")

@@ -2,8 +2,8 @@
 
 aioice gathers on every interface except loopback. Bots that talk to a server on
 this machine gather on 127.0.0.1 only, so a test mesh never sends a packet off
-the loopback interface (browsers join it with Chromium's
---allow-loopback-in-peer-connection, or Firefox's media.peerconnection.ice.loopback).
+the loopback interface (Chromium joins it with --allow-loopback-in-peer-connection;
+Firefox gathers no loopback candidates, so its tests give the bots a veth address).
 """
 
 from __future__ import annotations
