@@ -17,6 +17,15 @@ from .test_browser_chat import HOSTILE, open_chat, send
 from .test_browser_screen import SHARE
 
 
+# A moving picture in place of the screen (getDisplayMedia), for a Firefox that has none.
+CANVAS_SCREEN = """const canvas = Object.assign(document.createElement('canvas'), {width: 640, height: 360});
+const g = canvas.getContext('2d');
+let x = 0;
+setInterval(() => { g.fillStyle = '#234'; g.fillRect(0, 0, 640, 360); g.fillStyle = '#fc0';
+                    g.fillRect(x = (x + 8) % 600, 150, 40, 40); }, 66);
+navigator.mediaDevices.getDisplayMedia = async () => canvas.captureStream(15);"""
+
+
 @pytest.fixture
 def firefox_net():
     """Firefox's network namespace, with a veth pair to the suite's (deleted afterwards)."""
@@ -72,7 +81,7 @@ async def test_a_guest_in_firefox_calls_with_bots_offering_and_answering(org, fi
             await wait_until(lambda bot=bot, kind=kind: frames_from(bot, "Fuchs", kind) > 10, timeout=30)
 
 
-async def test_chromium_shares_its_screen_with_firefox_and_both_chat(org, firefox, chromium):
+async def test_firefox_and_chromium_share_screens_and_chat(org, firefox, chromium):
     link = await guest_link(org, "Zwei Browser")
     page = await new_page(chromium)
     await enter_as_guest(page, link, "Chromium")
@@ -101,3 +110,9 @@ async def test_chromium_shares_its_screen_with_firefox_and_both_chat(org, firefo
     await firefox.click_css("#chat-form button[type=submit]")
     await expect(page.locator("#chat-messages li").last).to_contain_text("Antwort aus Firefox")
     await expect(page.locator("#chat-messages li").last.locator(".from")).to_contain_text("Fuchs")
+
+    # Firefox shares too, on its own screen line: headless Firefox finds no screen, so a canvas
+    # stands in for what getDisplayMedia would give
+    await firefox.js(CANVAS_SCREEN)
+    await firefox.click("screen")
+    await wait_playing(tile(page, "Fuchs – Bildschirm").locator("video"), timeout_ms=30_000)
