@@ -71,6 +71,10 @@ def firefox_network():
     """The veth pair and Firefox's namespace (its name); both are gone afterwards, even on failure."""
     if os.geteuid() != 0 or not shutil.which("ip"):
         raise AssertionError("Firefox's network namespace needs root and iproute2: run scripts/test as root")
+    addresses = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True).stdout.splitlines()
+    if any(line.split()[1] != "lo" for line in addresses):
+        raise AssertionError("the veth pair goes into the suite's own network namespace, which has nothing "
+                             "but loopback; this one has more: run scripts/test (unshare --net)")
     namespace, veth = f"p2pfx{os.getpid()}", f"fx{os.getpid()}"
     made = []
     try:
