@@ -70,6 +70,11 @@ async def test_chat_goes_peer_to_peer_as_text_with_unread_counts_and_history_for
     await expect(c.get_by_role("button", name="Chat, 3 ungelesen")).to_be_visible()
     await open_chat(c)
     await expect(c.locator("#chat-messages li p")).to_have_text([HOSTILE, "Zweite Nachricht", "Antwort"])
+    # the panel fits its column: nothing to scroll sideways, "Senden" inside it
+    assert await c.evaluate("() => { const s = document.querySelector('.side'); return s.scrollWidth <= s.clientWidth; }")
+    send_box = await c.get_by_role("button", name="Senden").bounding_box()
+    side_box = await c.locator(".side").bounding_box()
+    assert send_box["x"] + send_box["width"] <= side_box["x"] + side_box["width"] + 1
     await screenshot(c, "chat-desktop")
     # the server carried none of it
     assert not any("Zweite Nachricht" in frame or "Antwort" in frame for frames in sent for frame in frames)
