@@ -8,10 +8,8 @@ import shutil
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import numpy as np
 from playwright.async_api import Browser, Locator, Page, async_playwright
 
-from p2pconf.bots.sources import SyntheticCamera, VideoSpec
 
 from .org import PASSWORD
 
@@ -96,19 +94,11 @@ async def mesh_states(page: Page) -> list:
         p => [p.name, p.offerer, p.pc.connectionState, p.pc.iceConnectionState, p.stream.getTracks().length]) : []""")
 
 
-def write_camera_file(path: Path, width: int = 640, height: int = 360, fps: int = 15, seconds: int = 2) -> Path:
-    """A Y4M clip for Chromium's --use-file-for-fake-video-capture: the bots' moving picture with
-    webcam-like fine detail, so the encoder needs a webcam's bitrate (Chromium's own fake
-    camera is a flat picture that a few dozen kbit/s carry)."""
-    camera = SyntheticCamera(VideoSpec(width, height, fps), sender=9)
-    grain = np.random.default_rng(7).integers(0, 48, size=(height, width), dtype=np.uint8)
-    with path.open("wb") as out:
-        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for n in range(fps * seconds):
-            yuv = camera.frame(n, 0).to_ndarray()  # I420: Y plane, then U and V
-            yuv[:height] = yuv[:height] // 4 * 3 + np.roll(grain, 3 * n, axis=1)  # detail that moves
-            out.write(b"FRAME\n" + yuv.tobytes())
-    return path
+def frames_from(bot, name: str, kind: str) -> int:
+    """Frames of one kind ("video", "screen") a bot has received from the participant `name`."""
+    link = next((l for l in bot.links.values() if l.name == name), None)
+    meter = link.meters.get(kind) if link else None
+    return meter.frames if meter else 0
 
 
 async def english_start_page(browser, base: str):

@@ -11,7 +11,10 @@ from playwright.async_api import expect
 from p2pconf.appkeys import HUB
 from p2pconf.bots.bot import Bot, BotOptions
 
-from .browser import enter_as_guest, launched, new_page, screenshot, tile, wait_playing, write_camera_file
+from p2pconf.bots.sources import VideoSpec
+from p2pconf.browserlab import write_camera_clip
+
+from .browser import enter_as_guest, launched, new_page, screenshot, tile, wait_playing
 from .conftest import wait_until
 from .org import base_of, guest_link
 
@@ -19,7 +22,7 @@ from .org import base_of, guest_link
 @pytest.fixture
 async def webcam_chromium(tmp_path):
     """Chromium whose fake camera shows a detailed moving picture, as a real webcam does."""
-    clip = write_camera_file(tmp_path / "camera.y4m")
+    clip = write_camera_clip(tmp_path / "camera.y4m", VideoSpec(640, 360, 15))
     async with launched(f"--use-file-for-fake-video-capture={clip}") as browser:
         yield browser
 

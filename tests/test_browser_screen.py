@@ -10,19 +10,12 @@ from playwright.async_api import expect
 from p2pconf.bots.bot import Bot, BotOptions
 from p2pconf.bots.report import build_report
 
-from .browser import enter_as_guest, new_page, screenshot, tile, wait_playing
+from .browser import enter_as_guest, frames_from, new_page, screenshot, tile, wait_playing
 from .conftest import REPORT_SCHEMA, wait_until
 from .org import base_of, guest_link
 
 SHARE = "Bildschirm teilen"
 STOP = "Teilen beenden"
-
-
-def screen_frames(bot: Bot, sharer: str) -> int:
-    """Frames of the screen a bot has received from one participant."""
-    link = next((l for l in bot.links.values() if l.name == sharer), None)
-    meter = link.meters.get("screen") if link else None
-    return meter.frames if meter else 0
 
 
 async def test_a_shared_screen_is_its_own_tile_in_the_centre_for_browsers_and_bots(org, chromium, loopback, bots):
@@ -41,7 +34,7 @@ async def test_a_shared_screen_is_its_own_tile_in_the_centre_for_browsers_and_bo
     await a.get_by_role("button", name=SHARE).click()
     await expect(a.get_by_role("button", name=STOP)).to_have_attribute("aria-pressed", "true")
     for bot in (early, late):
-        await wait_until(lambda bot=bot: screen_frames(bot, "Erste") > 10, timeout=30)
+        await wait_until(lambda bot=bot: frames_from(bot, "Erste", "screen") > 10, timeout=30)
     report = await early.results()
     assert report["links"]["Erste"]["received"]["screen"]["frames"] > 10
     assert "screen" not in report["links"]["bot-2"]["received"]  # only a screen somebody shared is a link

@@ -9,7 +9,7 @@ from playwright.async_api import expect
 from p2pconf.bots.bot import Bot, BotOptions
 from p2pconf.bots.netif import use_host_addresses
 
-from .browser import enter_as_guest, launched, new_page, tile, wait_playing
+from .browser import enter_as_guest, frames_from, launched, new_page, tile, wait_playing
 from .conftest import wait_until
 from .firefox import SUITE_ADDRESS, firefox_network, launched_firefox
 from .org import base_of, guest_link
@@ -57,12 +57,6 @@ def veth_bots():
     use_host_addresses([SUITE_ADDRESS])
     yield
     use_host_addresses(None)
-
-
-def frames_from(bot: Bot, name: str, kind: str) -> int:
-    link = next((l for l in bot.links.values() if l.name == name), None)
-    meter = link.meters.get(kind) if link else None
-    return meter.frames if meter else 0
 
 
 async def test_a_guest_in_firefox_calls_with_bots_offering_and_answering(org, firefox, veth_bots, bots):
