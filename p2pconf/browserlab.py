@@ -4,7 +4,8 @@ Each browser is Debian's Chromium in a lab host's network namespace (its uplink 
 like a bot's), driven by Playwright through a wrapper that starts it with `ip netns exec`.
 It enters the run's room by its guest link like a person, with a fake camera that plays a
 detailed 1280x720 clip (Chromium's own fake camera is a flat picture a few dozen kbit/s
-carry), and keeps the real page's per-receiver split. Once a second each page's getStats
+carry), and keeps the real page's per-receiver split; each browser shows the next one in
+its centre. Once a second each page's getStats
 is read; what the page's user sees of each other participant (resolution, frames per
 second, freezes, loss) is kept, tagged by whether that participant is in the page's
 centre or a thumbnail, with what the page sends.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import statistics
 import stat
@@ -163,6 +165,13 @@ class Browsers:
             except Exception as exc:
                 raise BrowserLabError(f"{name} could not join: {exc}".splitlines()[0]) from None
             self.seats.append(Seat(name, page))
+        # People look at people: each browser shows the next one in its centre (a click on its tile),
+        # so every browser sends full quality to one other and thumbnails to the rest.
+        if len(self.seats) > 1:
+            for seat, other in zip(self.seats, self.seats[1:] + self.seats[:1]):
+                await seat.page.locator(".tile").filter(
+                    has=seat.page.locator(".name", has_text=re.compile(f"^{re.escape(other.name)}$"))).click(
+                    timeout=JOIN_TIMEOUT_MS)
 
     async def sample_until(self, done: asyncio.Event, every_s: float = 1.0) -> None:
         """Read every page's counters once a second until `done` is set."""
@@ -202,10 +211,12 @@ def _links(before: dict, after: dict) -> list[dict]:
 
 
 def seen(samples: list[dict]) -> dict:
-    """A browser's run in numbers: for its centre and its thumbnails the median resolution
-    (height) and frames per second, freezes and loss; its upload in kbit/s."""
+    """A browser's run in numbers: how many others it saw moving pictures of (`peers`); for its
+    centre and its thumbnails the median resolution (height) and frames per second, freezes
+    and loss; its upload in kbit/s."""
     links = [link for a, b in zip(samples, samples[1:]) for link in _links(a, b)]
-    result: dict[str, Any] = {"seconds": round((samples[-1]["at"] - samples[0]["at"]) / 1000, 1) if samples else 0.0}
+    result: dict[str, Any] = {"seconds": round((samples[-1]["at"] - samples[0]["at"]) / 1000, 1) if samples else 0.0,
+                              "peers": len({link["peer"] for link in links if link["fps"] > 0})}
     for role in ("centre", "thumbnail"):
         mine = [link for link in links if link["role"] == role]
         packets, lost = sum(l["packets"] for l in mine), sum(l["lost"] for l in mine)

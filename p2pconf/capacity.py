@@ -9,6 +9,11 @@ MIN_FPS video frames per second and less than MAX_LOSS_PCT packet loss
 Every size also runs once with no limit at all (the control). A size that fails
 even then is beyond what this machine's CPU can run, not beyond the uplink:
 the table says so instead of blaming the network.
+
+With `browsers`, the first seats of every run are real Chromium pages
+(p2pconf/browserlab.py) and the rest bots; everyone enters by a guest link. Each
+run then also says what the browsers' users saw of their centre and thumbnails,
+and a size fits only when every browser's centre kept MIN_FPS as well.
 """
 
 from __future__ import annotations
@@ -19,17 +24,20 @@ import re
 import signal
 import statistics
 import tempfile
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import web
 
-from . import netlab
+from . import browserlab, netlab
+from .appkeys import STORE
+from .bots.report import build_report
 from .bots.report_html import write_report
 from .bots.runner import RunOptions, run_bots
 from .bots.sources import VideoSpec
-from .capacity_html import render_capacity
+from .capacity_html import browser_figure, render_capacity
 from .config import Config
 from .server import create_app
 
@@ -48,6 +56,7 @@ class CapacityOptions:
     delay_ms: float = 0.0
     video: VideoSpec = field(default_factory=VideoSpec)
     audio_ms: int = 20  # Opus frame length: 60 needs less CPU per bot (more bots on small machines)
+    browsers: int = 0  # seats taken by real Chromium pages in every run (the others are bots)
 
 
 def parse_counts(text: str) -> list[int]:
@@ -85,14 +94,18 @@ def loss_limit(added_loss_pct: float = 0.0) -> float:
     return MAX_LOSS_PCT + 2 * added_loss_pct
 
 
-def verdict(report: Message, added_loss_pct: float = 0.0) -> Message:
-    """Whether a run kept every link usable, and its worst link."""
+def verdict(report: Message, added_loss_pct: float = 0.0, browsers: list[Message] = ()) -> Message:
+    """Whether a run kept every link usable, and its worst link (the bots' links, and the
+    centre of every browser in `browsers`, browserlab.seen())."""
     video = [l for l in report["links"] if l["kind"] == "video"]
     fps = [l["frames"] / l["seconds"] if l["seconds"] else 0.0 for l in video]
+    fps += [b["centre"]["fps"] if b["centre"] else 0.0 for b in browsers]
     worst_fps = round(min(fps), 1) if fps else None
-    worst_loss = max((l["loss_pct"] for l in report["links"]), default=0.0)
-    ok = (report["mesh_formed"] and worst_loss < loss_limit(added_loss_pct)
-          and (worst_fps is None or worst_fps >= MIN_FPS))
+    worst_loss = max([l["loss_pct"] for l in report["links"]] + [b["centre"]["loss_pct"] for b in browsers if b["centre"]],
+                     default=0.0)
+    bots_formed = bool(browsers) if report.get("participants") == 0 else report["mesh_formed"]  # 0: browsers only
+    formed = bots_formed and all(b["peers"] >= b["expected_peers"] for b in browsers)
+    ok = formed and worst_loss < loss_limit(added_loss_pct) and (worst_fps is None or worst_fps >= MIN_FPS)
     return {"ok": ok, "worst_fps": worst_fps, "worst_loss_pct": worst_loss,
             "median_kbps": statistics.median(l["kbps"] for l in report["links"]) if report["links"] else None,
             "tracks": f"{report['tracks_flowing']}/{report['tracks_expected']}"}
@@ -137,11 +150,13 @@ def run_capacity(opts: CapacityOptions, folder: Path, progress: Callable[[str], 
     result = {
         "min_fps": MIN_FPS, "max_loss_pct": loss_limit(opts.loss_pct), "duration_s": opts.duration_s,
         "loss_pct": opts.loss_pct, "delay_ms": opts.delay_ms, "impairment": lab.method, "video": str(opts.video),
-        "audio_ms": opts.audio_ms,
+        "audio_ms": opts.audio_ms, "browsers": opts.browsers,
         "table": capacity_table(runs, opts.uplinks_mbit), "runs": runs,
     }
     (folder / "capacity.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     (folder / "capacity.html").write_text(render_capacity(result), encoding="utf-8")
+    if opts.browsers:
+        browser_figure(result).savefig(folder / "capacity-browsers.png", dpi=100)
     return result
 
 
@@ -190,8 +205,10 @@ async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progres
                     lab.shape(n, uplink, opts.loss_pct, opts.delay_ms)
                 for count in opts.counts:
                     label = "no limit" if uplink is None else f"uplink {uplink:g} Mbit/s"
-                    progress(f"[{len(runs) + 1}/{total}] {label}, {count} bots ...")
-                    runs.append(await _one_run(opts, lab, folder, uplink, count))
+                    seats = f"{min(opts.browsers, count)} browsers and {count - min(opts.browsers, count)} bots" \
+                        if opts.browsers else f"{count} bots"
+                    progress(f"[{len(runs) + 1}/{total}] {label}, {seats} ...")
+                    runs.append(await _one_run(opts, lab, folder, uplink, count, runner.app))
                     r = runs[-1]
                     progress(f"    {'fits' if r['ok'] else 'does not fit'}: tracks {r['tracks']}, "
                              f"worst fps {r['worst_fps']}, worst loss {r['worst_loss_pct']} %")
@@ -200,20 +217,54 @@ async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progres
             await runner.cleanup()
 
 
-async def _one_run(opts: CapacityOptions, lab: netlab.Lab, folder: Path, uplink: float | None, count: int) -> Message:
+async def _one_run(opts: CapacityOptions, lab: netlab.Lab, folder: Path, uplink: float | None, count: int,
+                   app: web.Application) -> Message:
     name = f"uplink-{'none' if uplink is None else f'{uplink:g}'}-bots-{count}"
+    browsers = min(opts.browsers, count)
     run_opts = RunOptions(
-        server=f"http://{netlab.HUB_ADDRESS}:{PORT}", room=name, count=count,
-        duration_s=opts.duration_s, video=opts.video, audio_ms=opts.audio_ms, processes=count,
-        netns=tuple(lab.host(n) for n in range(1, count + 1)),
+        server=f"http://{netlab.HUB_ADDRESS}:{PORT}", room=name, count=count - browsers,
+        duration_s=opts.duration_s, video=opts.video, audio_ms=opts.audio_ms, processes=max(1, count - browsers),
+        netns=tuple(lab.host(n) for n in range(browsers + 1, count + 1)), first_index=browsers + 1,
     )
     entry: Message = {"uplink_mbit": uplink, "count": count}
     try:
-        report = await run_bots(run_opts)
+        if browsers:
+            report, seen = await _run_with_browsers(run_opts, app, [lab.host(n) for n in range(1, browsers + 1)],
+                                                    folder / "browsers", name)
+            entry["browsers"] = seen
+        else:
+            report, seen = await run_bots(run_opts), []
     except Exception as exc:  # a run that breaks is a run that does not fit; say why
         return {**entry, "ok": False, "error": str(exc), "worst_fps": None, "worst_loss_pct": None,
                 "median_kbps": None, "tracks": "-"}
-    write_report(report, folder / "runs" / name)
+    if report["participants"]:
+        write_report(report, folder / "runs" / name)
+    if seen:
+        (folder / "runs" / name).mkdir(parents=True, exist_ok=True)
+        (folder / "runs" / name / "browsers.json").write_text(json.dumps(seen, indent=1) + "\n", encoding="utf-8")
     added_loss = opts.loss_pct if uplink is not None else 0.0  # the control runs without it (netlab.Lab.shape)
-    return {**entry, **verdict(report, added_loss), "cpu_s_per_s": report["cpu_s_per_s"]}
+    return {**entry, **verdict(report, added_loss, seen), "cpu_s_per_s": report["cpu_s_per_s"]}
+
+
+async def _run_with_browsers(run_opts: RunOptions, app: web.Application, namespaces: list[str], folder: Path,
+                             name: str) -> tuple[Message, list[Message]]:
+    """A run whose first seats are Chromium pages: all enter the room of a new guest link; the
+    bots' report and what each browser saw while the bots ran."""
+    room = await app[STORE].create_room(name, "guest")
+    token, _ = await app[STORE].create_invite(room, 3600)
+    origin = f"http://{netlab.HUB_ADDRESS}:{PORT}"
+    async with browserlab.Browsers(namespaces, folder, origin) as browsers:
+        await browsers.join(f"{origin}/j/{token}")
+        done = asyncio.Event()
+        sampling = asyncio.create_task(browsers.sample_until(done))
+        try:
+            if run_opts.count:
+                report = await run_bots(replace(run_opts, invite=f"{origin}/j/{token}"))
+            else:
+                await asyncio.sleep(run_opts.duration_s)  # the browsers' call is the run
+                report = build_report([], stopped_at=time.time(), extra={"cpu_s_per_s": 0.0})
+        finally:
+            done.set()
+            await sampling
+        return report, [{**seen, "expected_peers": len(namespaces) + run_opts.count - 1} for seen in browsers.summary()]
 

@@ -28,6 +28,66 @@ def format_capacity(result: Message) -> str:
     return "\n".join(lines)
 
 
+def _seen(runs: list[Message], role: str, key: str) -> float | None:
+    """The median over a run's browsers of what they saw of their `role` ("centre", "thumbnail")."""
+    values = sorted(b[role][key] for r in runs for b in r.get("browsers", ()) if b[role] and b[role][key] is not None)
+    return values[len(values) // 2] if values else None
+
+
+def _view(runs: list[Message], role: str) -> str:
+    height, fps = _seen(runs, role, "height"), _seen(runs, role, "fps")
+    return "–" if height is None else f"{height:.0f}p at {fps:g} fps"
+
+
+def browser_rows(result: Message) -> list[Message]:
+    """Per mesh size and uplink, what the browsers' users saw (medians over the browsers)."""
+    rows = []
+    for r in sorted(result["runs"], key=lambda r: (r["count"], r["uplink_mbit"] or 0)):
+        seen = r.get("browsers") or []
+        uploads = [b["upload_kbps"] for b in seen if b["upload_kbps"] is not None]
+        rows.append({
+            "count": r["count"], "browsers": len(seen), "uplink_mbit": r["uplink_mbit"], "ok": r["ok"],
+            "centre": _view([r], "centre"), "thumbnails": _view([r], "thumbnail"),
+            "freezes": sum((b["centre"] or {}).get("freezes", 0) + (b["thumbnail"] or {}).get("freezes", 0)
+                           for b in seen),
+            "worst_loss_pct": r["worst_loss_pct"],
+            "upload_kbps": round(sorted(uploads)[len(uploads) // 2]) if uploads else None,
+        })
+    return rows
+
+
+def format_browsers(result: Message) -> str:
+    """What the browsers' users saw, as Markdown for docs/capacity.md."""
+    lines = ["| participants | of them browsers | uplink | centre | thumbnails | freezes | worst loss | "
+             "upload per browser |", "|---:|---:|---:|---|---|---:|---:|---:|"]
+    for row in browser_rows(result):
+        uplink = "no limit" if row["uplink_mbit"] is None else f"{row['uplink_mbit']:g} Mbit/s"
+        lines.append(f"| {row['count']} | {row['browsers']} | {uplink} | {row['centre']} | {row['thumbnails']} | "
+                     f"{row['freezes']} | {row['worst_loss_pct']} % | {row['upload_kbps']} kbit/s |")
+    return "\n".join(lines)
+
+
+def browser_figure(result: Message) -> Figure:
+    """The centre's picture per uplink, one line per mesh size: its height and its frame rate."""
+    with matplotlib.rc_context(PLOT_STYLE):
+        figure = Figure(figsize=(9, 3.6), layout="constrained")
+        height_ax, fps_ax = figure.subplots(1, 2)
+        uplinks = sorted({r["uplink_mbit"] for r in result["runs"]} - {None})
+        for count in sorted({r["count"] for r in result["runs"]}):
+            runs = {r["uplink_mbit"]: [r] for r in result["runs"] if r["count"] == count}
+            for ax, key in ((height_ax, "height"), (fps_ax, "fps")):
+                ax.plot(uplinks, [_seen(runs.get(u, []), "centre", key) or 0 for u in uplinks], marker="o",
+                        label=f"{count}")
+        height_ax.set(title="centre: picture height", xlabel="uplink Mbit/s", ylabel="pixels")
+        fps_ax.set(title="centre: frames per second", xlabel="uplink Mbit/s", ylabel="fps")
+        for ax in (height_ax, fps_ax):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(uplinks, [f"{u:g}" for u in uplinks])
+            ax.grid(alpha=0.3)
+        fps_ax.legend(title="participants")
+        return figure
+
+
 def _plot(result: Message) -> str:
     with matplotlib.rc_context(PLOT_STYLE):
         figure = Figure(figsize=(9, 3.6), layout="constrained")
@@ -69,6 +129,23 @@ def _added_by(result: Message) -> str:
     return f" on every limited uplink (not in the control) by {html.escape(IMPAIRMENTS.get(method, method))}"
 
 
+def _browser_section(result: Message) -> str:
+    if not result.get("browsers"):
+        return ""
+    rows = "".join(
+        f"<tr class=\"{'ok' if row['ok'] else 'bad'}\"><td>{row['count']}</td><td>{row['browsers']}</td>"
+        f"<td>{'none' if row['uplink_mbit'] is None else format(row['uplink_mbit'], 'g')}</td>"
+        f"<td>{row['centre']}</td><td>{row['thumbnails']}</td><td>{row['freezes']}</td>"
+        f"<td>{row['worst_loss_pct']}</td><td>{row['upload_kbps']}</td></tr>"
+        for row in browser_rows(result))
+    return f"""<h2>What the browsers' users saw</h2>
+<p>The first {result['browsers']} seats of every run are Chromium pages (the rest bots); medians over
+the browsers of each run.</p>
+<table><tr><th>participants</th><th>browsers</th><th>uplink Mbit/s</th><th>centre</th><th>thumbnails</th>
+<th>freezes</th><th>worst loss %</th><th>upload per browser kbit/s</th></tr>{rows}</table>
+{svg(browser_figure(result))}"""
+
+
 def render_capacity(result: Message) -> str:
     rows = "".join(
         f"<tr><td>{row['uplink_mbit']:g} Mbit/s</td><td>{row['largest_mesh'] or 'none'}</td>"
@@ -99,6 +176,7 @@ less than {result['max_loss_pct']:g} % packet loss. Video {html.escape(result['v
 added delay {result['delay_ms']:g} ms{_added_by(result)}.</p>
 <table><tr><th>uplink</th><th>largest mesh</th><th>limited by</th></tr>{rows}</table>
 {_plot(result)}
+{_browser_section(result)}
 <h2>Every run</h2>
 <table><tr><th>uplink Mbit/s</th><th>bots</th><th>tracks</th><th>worst fps</th><th>worst loss %</th>
 <th>median link kbps</th><th>CPU (1 core = 100 %)</th><th>result</th></tr>{runs}</table>

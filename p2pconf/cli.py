@@ -145,20 +145,23 @@ def _bots(args: argparse.Namespace) -> int:
 
 
 def _capacity(args: argparse.Namespace) -> int:
+    from . import browserlab
     from .bots.sources import VideoSpec
     from .capacity import CapacityOptions, parse_counts, parse_uplinks, run_capacity
-    from .capacity_html import format_capacity
+    from .capacity_html import format_browsers, format_capacity
     from .netlab import LabError, check_can_build, impairment
 
     try:
         opts = CapacityOptions(counts=parse_counts(args.count), uplinks_mbit=parse_uplinks(args.uplink),
                                duration_s=args.duration, loss_pct=args.loss, delay_ms=args.delay,
-                               video=VideoSpec.parse(args.video), audio_ms=args.audio_ms)
+                               video=VideoSpec.parse(args.video), audio_ms=args.audio_ms, browsers=args.browsers)
         if not 0 <= opts.loss_pct < 100 or not 0 <= opts.delay_ms <= 10_000 or opts.duration_s <= 0:
             raise ValueError("--loss is 0 to 99 %, --delay 0 to 10000 ms, --duration above 0")
         check_can_build()
         impairment(opts.loss_pct, opts.delay_ms)  # what cannot be added is refused before anything is built
-    except (ValueError, LabError) as exc:
+        if opts.browsers:
+            browserlab.check_can_run()
+    except (ValueError, LabError, browserlab.BrowserLabError) as exc:
         print(f"p2pconf capacity: {exc}", file=sys.stderr)
         return 2
     try:
@@ -167,6 +170,8 @@ def _capacity(args: argparse.Namespace) -> int:
         print(f"p2pconf capacity: {exc}", file=sys.stderr)
         return 1
     print(format_capacity(result))
+    if opts.browsers:
+        print(format_browsers(result))
     print(f"capacity written to {Path(args.report) / 'capacity.json'} and capacity.html")
     return 0
 
@@ -280,6 +285,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--video", default="320x240@15", metavar="WxH@FPS")
     c.add_argument("--audio-ms", type=int, choices=(20, 40, 60), default=20,
                    help="Opus frame length; 60 lets a small machine run more bots")
+    c.add_argument("--browsers", type=options.int_in(0, 6), default=0, metavar="N",
+                   help="the first N seats of every run are real Chromium pages (Debian's chromium, Playwright)")
     c.add_argument("--report", default="capacity", metavar="DIR", help="where results go (default ./capacity)")
     c.set_defaults(func=_capacity)
     return p

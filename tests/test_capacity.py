@@ -59,6 +59,45 @@ def test_a_tiny_matrix_tells_a_thin_uplink_from_a_wide_one(tmp_path):
     assert namespaces(lab_prefix(run.pid)) == set()  # the run removed what it made
 
 
+def test_real_browsers_take_the_first_seats_and_say_what_their_users_saw(tmp_path):
+    with subprocess.Popen([*P2PCONF, "capacity", "--count", "3", "--uplink", "0.3,4", "--duration", "6",
+                           "--browsers", "2", "--report", str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        try:
+            stdout, stderr = run.communicate(timeout=300)
+        finally:
+            run.kill()
+    assert run.returncode == 0, stderr
+    result = json.loads((tmp_path / "capacity.json").read_text())
+    wide = next(r for r in result["runs"] if r["uplink_mbit"] == 4)
+    assert wide["ok"] and wide["tracks"] == "4/4"  # the bot gets both browsers' audio and video
+    browsers = wide["browsers"]
+    assert [b["name"] for b in browsers] == ["Browser 1", "Browser 2"]
+    for seen in browsers:
+        assert seen["peers"] == seen["expected_peers"] == 2  # the other browser and the bot, moving
+        # each browser shows the other in its centre: the page's own camera picture (640x360) at full
+        # quality; the bot, a thumbnail, sends its fixed 320x240
+        assert seen["centre"]["height"] == 360 and seen["centre"]["fps"] >= 10
+        assert seen["thumbnail"]["height"] == 240
+        assert seen["upload_kbps"] > 300
+    thin = next(r for r in result["runs"] if r["uplink_mbit"] == 0.3)
+    assert not thin["ok"]  # 0.3 Mbit/s cannot carry a browser's call with two others
+    assert "| 3 | 2 | 4 Mbit/s | 360p at" in stdout
+    assert (tmp_path / "capacity.html").read_text().count("<svg") == 2
+    assert (tmp_path / "capacity-browsers.png").stat().st_size > 0
+    assert namespaces(lab_prefix(run.pid)) == set()
+
+
+def test_without_chromium_browsers_are_refused_before_anything_is_built(tmp_path):
+    done = subprocess.run([*P2PCONF, "capacity", "--count", "2", "--uplink", "4", "--browsers", "1",
+                           "--report", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "P2PCONF_CHROMIUM": "/nonexistent/chromium"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("p2pconf capacity: --browsers needs Debian's chromium (/nonexistent/chromium): "
+                                   "apt-get install chromium")
+    assert not (tmp_path / "capacity.json").exists()
+
+
 async def test_stopping_a_run_removes_its_namespaces(tmp_path):
     with subprocess.Popen([*P2PCONF, "capacity", "--count", "3", "--uplink", "4", "--duration", "30",
                            "--report", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as run:
@@ -352,3 +391,15 @@ def test_a_run_fits_only_when_every_link_keeps_ten_fps_and_under_two_percent_los
     # A line that loses 5 % by itself: the uplink may add 2 %, and chance as much again as the line's loss.
     assert verdict(report(15, 11.9), added_loss_pct=5)["ok"]
     assert not verdict(report(15, 12.0), added_loss_pct=5)["ok"]
+
+    # With browsers: each browser's centre counts like a link, and each must see everyone else move.
+    def browser(fps: float, loss: float = 0.0, peers: int = 2) -> dict:
+        return {"peers": peers, "expected_peers": 2, "centre": {"height": 360, "fps": fps, "loss_pct": loss}}
+
+    assert verdict(report(15, 0.0), browsers=[browser(14)])["ok"]
+    assert not verdict(report(15, 0.0), browsers=[browser(14), browser(9)])["ok"]
+    assert not verdict(report(15, 0.0), browsers=[browser(14, loss=2.0)])["ok"]
+    assert not verdict(report(15, 0.0), browsers=[browser(14, peers=1)])["ok"]
+    only_browsers = {"participants": 0, "mesh_formed": False, "links": [], "tracks_flowing": 0, "tracks_expected": 0}
+    assert verdict(only_browsers, browsers=[browser(14), browser(14)])["ok"]
+    assert not verdict(only_browsers)["ok"]
