@@ -1,4 +1,4 @@
-"""Synthetic camera and microphone: the stamp survives VP8, the tone is found by FFT."""
+"""Synthetic camera and microphone, and the clip made of them: the stamp survives VP8, the tone is found by FFT."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from p2pconf.bots import stamp
+from p2pconf.bots.clip import CLIP_SENDER, audio_loop, ladder, video_clip
 from p2pconf.bots.measure import dominant_hz
 from p2pconf.bots.sources import AUDIO_RATE, Broadcaster, SyntheticCamera, ToneMicrophone, VideoSpec, tone_hz
 
@@ -28,6 +29,61 @@ def test_stamp_survives_vp8_and_frames_move(spec):
                 pictures.append(luma_of(frame)[stamp.stamp_height(spec.width):])
     assert [(s.sender, s.frame) for s in read] == [(7, n) for n in range(30)]
     assert not np.array_equal(pictures[0], pictures[1])  # a moving pattern, not a still
+
+
+@pytest.mark.parametrize("spec", [VideoSpec(320, 240, 15), VideoSpec(640, 360, 15)])
+def test_stamp_survives_vp8_in_every_rung_and_frames_move(spec):
+    clip = video_clip(spec)
+    assert [(r.width, r.height) for r in clip.rungs] == [(r.width, r.height) for r in ladder(spec)]
+    for rung in clip.rungs:
+        decoder = av.CodecContext.create("libvpx", "r")
+        pictures = [p for data in rung.frames for p in decoder.decode(av.Packet(data))]
+        assert len(pictures) == clip.length and {(p.width, p.height) for p in pictures} == {(rung.width, rung.height)}
+        if stamp.fits(rung.width, rung.height):
+            read = [stamp.read(luma_of(p)) for p in pictures]
+            assert [(s.sender, s.frame) for s in read] == [(CLIP_SENDER, n) for n in range(clip.length)]
+        below = stamp.stamp_height(rung.width)
+        assert not np.array_equal(luma_of(pictures[0])[below:], luma_of(pictures[1])[below:])  # it moves
+
+
+def test_every_rung_has_its_keyframes_in_the_same_places_and_its_bitrate():
+    spec = VideoSpec(640, 360, 15)
+    clip = video_clip(spec)
+    assert clip.length == 2 * spec.fps and clip.gop == spec.fps
+    for rung in clip.rungs:
+        assert [i for i, key in enumerate(rung.keyframes) if key] == [0, spec.fps]
+        assert 0.75 * rung.target_bps <= rung.bps <= 1.25 * rung.target_bps, (rung.width, rung.target_bps, rung.bps)
+    assert [clip.next_keyframe(p) for p in (0, 1, 15, 16, 29)] == [0, 15, 15, 0, 0]
+
+
+def test_the_ladder_ends_with_the_thumbnail_and_climbs_in_small_steps():
+    rungs = ladder(VideoSpec(1280, 720, 30))
+    assert (rungs[0].width, rungs[0].height, rungs[0].bps) == (1280, 720, 2_500_000)  # a browser's most at 720p
+    assert (rungs[-1].width, rungs[-1].height, rungs[-1].bps) == (320, 180, 150_000)  # p2pconf's thumbnail
+    assert all(hi.bps / lo.bps <= 1.5 for hi, lo in zip(rungs, rungs[1:-1]))
+    assert ladder(VideoSpec(320, 240, 15), top_only=True) == [rungs[0].__class__(320, 240, 230_400)]
+
+
+def test_the_looped_tone_is_the_bots_tone():
+    for frame_ms, frames in ((20, 50), (60, 50)):  # 60 ms frames: 3 s hold whole frames and whole periods
+        loop = audio_loop(tone_hz(2), frame_ms)
+        pcm = opus_pcm(loop.frames * 2)
+        assert len(loop.frames) == frames and abs(dominant_hz(pcm, AUDIO_RATE) - 600.0) < 1.0
+
+
+def opus_pcm(packets: list[bytes]) -> np.ndarray:
+    decoder = av.CodecContext.create("libopus", "r")
+    frames = [f for data in packets for f in decoder.decode(av.Packet(data))]
+    return np.concatenate([f.to_ndarray().reshape(-1)[:: len(f.layout.channels)] for f in frames]).astype(np.float32)
+
+
+def test_tone_frames_are_whole_and_continue_each_other_at_60_ms():
+    mic = ToneMicrophone(tone_hz(1), frame_ms=60)
+    frames = [mic.frame(n).to_ndarray().reshape(-1) for n in range(50)]  # 3 s: frames straddle seconds
+    assert {f.size for f in frames} == {2880}
+    t = np.arange(50 * 2880) / AUDIO_RATE
+    expected = (np.sin(2 * np.pi * 500 * t) * 0.3 * 32767).astype(np.int16)
+    assert np.array_equal(np.concatenate(frames), expected)
 
 
 def test_damaged_stamp_is_rejected_not_misread():

@@ -28,6 +28,19 @@ AUDIO_FRAME_MS = (20, 40, 60)  # Opus frame lengths a bot can send; browsers sen
 KEYFRAME_INTERVAL_S = 2.0
 
 
+def browser_max_bps(width: int, height: int) -> int:
+    """The most a browser's camera stream carries at this size: libwebrtc's default maximum
+    bitrate for VP8 (media/engine/webrtc_video_engine.cc, GetMaxDefaultVideoBitrateKbps)."""
+    pixels = width * height
+    if pixels <= 320 * 240:
+        return 600_000
+    if pixels <= 640 * 480:
+        return 1_700_000
+    if pixels <= 960 * 540:
+        return 2_000_000
+    return 2_500_000
+
+
 @dataclass(frozen=True)
 class VideoSpec:
     width: int = 320
@@ -49,8 +62,9 @@ class VideoSpec:
 
     @property
     def bitrate(self) -> int:
-        """Target VP8 bitrate: about 0.2 bits per pixel, the look of a small webcam call."""
-        return int(self.width * self.height * self.fps * 0.2)
+        """Top VP8 bitrate: about 0.2 bits per pixel, the look of a small webcam call, but never
+        more than a browser sends at this size (browser_max_bps)."""
+        return min(int(self.width * self.height * self.fps * 0.2), browser_max_bps(self.width, self.height))
 
     def __str__(self) -> str:
         return f"{self.width}x{self.height}@{self.fps}"
@@ -62,7 +76,7 @@ def tone_hz(index: int) -> float:
 
 
 class SyntheticCamera:
-    """A moving diagonal pattern in the bot's own colour, with a stamp on top."""
+    """A moving diagonal pattern in the sender's own tint, with a stamp on top (where it fits)."""
 
     def __init__(self, spec: VideoSpec, sender: int):
         self.spec, self.sender = spec, sender
@@ -82,7 +96,8 @@ class SyntheticCamera:
         luma[:] = ((self._ramp + number * 6) & 255).astype(np.uint8) // 2 + 64
         box = (number * 4) % max(1, w - h // 3)  # a bright square sliding across
         luma[h // 2 : h // 2 + h // 3, box : box + h // 3] = 220
-        stamps.draw(luma, stamps.Stamp(self.sender, number, sent_ms))
+        if stamps.fits(w, h):
+            stamps.draw(luma, stamps.Stamp(self.sender, number, sent_ms))
         yuv[h:] = self._chroma.reshape(h // 2, w)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = number * VIDEO_CLOCK // self.spec.fps
@@ -104,7 +119,7 @@ class ToneMicrophone:
 
     def frame(self, number: int) -> av.AudioFrame:
         start = (number * self.samples) % AUDIO_RATE
-        samples = self._second[start : start + self.samples]
+        samples = self._second.take(range(start, start + self.samples), mode="wrap")  # 60 ms frames straddle seconds
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = AUDIO_RATE
         frame.pts = number * self.samples

@@ -45,8 +45,14 @@ def _words(stamp: Stamp) -> list[int]:
     return [(stamp.sender << 16) | check, stamp.frame, stamp.sent_ms]
 
 
+def fits(width: int, height: int) -> bool:
+    """Whether a picture this size has room for a stamp (at least 128 pixels wide)."""
+    size = block_size(width)
+    return width >= BITS_PER_ROW * size and height >= ROWS * size
+
+
 def draw(luma: np.ndarray, stamp: Stamp) -> None:
-    """Draw `stamp` into the top rows of a luma (Y) plane, in place."""
+    """Draw `stamp` into the top rows of a luma (Y) plane, in place (see fits())."""
     size = block_size(luma.shape[1])
     for row, word in enumerate(_words(stamp)):
         bits = (word >> np.arange(BITS_PER_ROW - 1, -1, -1)) & 1
@@ -57,7 +63,7 @@ def draw(luma: np.ndarray, stamp: Stamp) -> None:
 def read(luma: np.ndarray) -> Stamp | None:
     """Read the stamp back from a decoded luma plane; None if it does not check out."""
     size = block_size(luma.shape[1])
-    if luma.shape[0] < ROWS * size or luma.shape[1] < BITS_PER_ROW * size:
+    if not fits(luma.shape[1], luma.shape[0]):
         return None
     inner = slice(size // 4, size - size // 4)  # block centres, away from ringing at the edges
     words = []
