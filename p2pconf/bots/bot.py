@@ -9,6 +9,12 @@ negotiation"; with this rule it never has to be.
 When the server refuses the bot for good (a final close code, or `forbidden`
 on a re-join; see client.py), the bot stops its media, closes its peer
 connections and keeps the reason in `refused`; the runner ends the run.
+
+Media: the bot plays its clip and tone (clip.py, player.py) on every link, at the
+rung its bitrate policy picks (bitrate.py), and measures every incoming track from
+RTP (measure.py). It decodes one incoming video to prove the pictures: the one of
+the participant who joined right before it (the first bot: of the newest), so that
+every sender's pictures are checked by one receiver.
 """
 
 from __future__ import annotations
@@ -22,9 +28,13 @@ from typing import Any
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from . import hooks
+from .bitrate import POLICIES
 from .client import SignalingClient
+from .clip import audio_loop, video_clip
 from .measure import TrackMeter, WireCounter
-from .sources import Broadcaster, PacketTrack, SyntheticCamera, ToneMicrophone, VideoSpec, tone_hz
+from .player import AudioPlayer, LinkTrack, Player, VideoPlayer
+from .sources import VideoSpec, tone_hz
 
 log = logging.getLogger("p2pconf.bot")
 Message = dict[str, Any]
@@ -42,6 +52,12 @@ class BotOptions:
     screen_line: bool = False
     audio_ms: int = 20  # Opus frame length; longer frames mean fewer packets and less CPU
     invite: str | None = None  # a guest link: enter through it instead of naming the room
+    bitrate_policy: str = "fixed"  # bitrate.py: "fixed" or "estimate"
+    check_pictures: bool = True  # decode one incoming video to prove the pictures
+
+    def __post_init__(self) -> None:
+        if self.bitrate_policy not in POLICIES:
+            raise ValueError(f"bitrate policy must be one of {', '.join(POLICIES)}, not {self.bitrate_policy!r}")
 
 
 @dataclass(eq=False)
@@ -53,7 +69,7 @@ class PeerLink:
     offerer: bool  # True when this bot offers on this link
     media: Message = field(default_factory=dict)
     pc: RTCPeerConnection | None = None
-    tracks: list[PacketTrack] = field(default_factory=list)
+    tracks: list[LinkTrack] = field(default_factory=list)
     meters: dict[str, TrackMeter] = field(default_factory=dict)
     wire: WireCounter = field(default_factory=WireCounter)  # datagrams received on this connection
     rtt_series: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # kind -> (at, rtt ms)
@@ -108,19 +124,29 @@ class Bot:
             "mic": True,
             "cam": self.options.video is not None,
         }
-        self.sources: dict[str, Broadcaster] = {
-            "audio": Broadcaster("audio", microphone=ToneMicrophone(self.tone_hz, frame_ms=self.options.audio_ms))
-        }
-        if self.options.video:
-            self.sources["video"] = Broadcaster("video", camera=SyntheticCamera(self.options.video, index))
+        self.sources: dict[str, Player] = {}  # made in start(), once the clip is encoded
+        self.peer_order: list[str] = []  # the other participants, in the order they joined
+        self.decode_from: str | None = None  # whose video this bot decodes to prove the pictures
+        self._joined_alone = False
         self._ice_servers: list[RTCIceServer] = []
         self._sampler: asyncio.Task | None = None
         self._retiring: set[asyncio.Task] = set()  # replaced connections still closing
 
     # -- life cycle ------------------------------------------------------------------
 
+    async def _make_media(self) -> None:
+        """The players: the clip is encoded once per process (in a thread: it takes a second or two)."""
+        if self.sources:
+            return
+        hooks.install_stamp_extension()
+        self.sources["audio"] = AudioPlayer(audio_loop(self.tone_hz, self.options.audio_ms))
+        if self.options.video:
+            clip = await asyncio.to_thread(video_clip, self.options.video, self.options.bitrate_policy == "fixed")
+            self.sources["video"] = VideoPlayer(clip, self.index, self.options.bitrate_policy)
+
     async def start(self) -> None:
         """Connect, join the room and offer to everyone already in it."""
+        await self._make_media()
         if self.options.invite:
             entered = await self.client.enter_invite(self.options.invite, self.name)
             self.room = entered["room"]["id"]
@@ -136,6 +162,7 @@ class Bot:
         if joined.get("mode") == "audio-only" and "video" in self.sources:  # an audio-only call: no video at all
             await self.sources.pop("video").stop()
             self.media.update(mode="audio-only", cam=False)
+        self._learn_peers(joined["peers"])
         self._offer_to(joined["peers"])
         self._sampler = asyncio.create_task(self._sample_links())
 
@@ -158,6 +185,38 @@ class Bot:
         if self._retiring:
             await asyncio.wait(self._retiring, timeout=5)
 
+    # -- who is who: join order --------------------------------------------------------
+
+    def _learn_peers(self, peers: list[Message]) -> None:
+        """The members already in the room (`joined`), in the server's order: the order they joined."""
+        self.peer_order = [p["id"] for p in peers]
+        self._joined_alone = not peers
+        self.decode_from = self.peer_order[-1] if peers else None  # who joined right before
+        self._peers_changed()
+
+    def _peer_joined(self, peer: Message) -> None:
+        if peer["id"] not in self.peer_order:
+            self.peer_order.append(peer["id"])
+        if self._joined_alone:  # the first in the room checks the newest, who has nobody after it
+            self.decode_from = peer["id"]
+        self._peers_changed()
+
+    def _peer_left(self, peer_id: str) -> None:
+        if peer_id in self.peer_order:
+            self.peer_order.remove(peer_id)
+        if self.decode_from == peer_id:
+            self.decode_from = self.peer_order[-1] if self.peer_order else None
+        self._peers_changed()
+
+    def _peers_changed(self) -> None:
+        for link in self.links.values():
+            self._check_pictures(link)
+
+    def _check_pictures(self, link: PeerLink) -> None:
+        meter = link.meters.get("video")
+        if meter is not None:
+            meter.check_pictures(self.options.check_pictures and link.peer_id == self.decode_from)
+
     # -- signaling -------------------------------------------------------------------
 
     def _offer_to(self, peers: list[Message]) -> None:
@@ -178,7 +237,9 @@ class Bot:
         if kind == "peer-joined":
             peer = msg["peer"]
             self._link(peer["id"], peer["name"], offerer=False).media = peer.get("media", {})
+            self._peer_joined(peer)
         elif kind == "peer-left":
+            self._peer_left(msg["id"])
             link = self.links.get(msg["id"])
             if link:
                 await self._drop(link)
@@ -193,6 +254,8 @@ class Bot:
         elif kind == "reconnected":
             for link in list(self.links.values()):
                 await self._drop(link)
+            self.peer_order = []
+            self._learn_peers(msg["joined"]["peers"])
             self._offer_to(msg["joined"]["peers"])
         elif kind == "refused":  # final: the client will not reconnect, so stop everything now
             if self._sampler:
@@ -300,7 +363,8 @@ class Bot:
             if not link.meters:  # the first track: its transport carries them all (BUNDLE)
                 wire.attach(receiver.transport.transport)
             kind = line_kind(pc, receiver)
-            link.meters[kind] = TrackMeter(track, receiver, wire, stamped=kind != "screen")
+            link.meters[kind] = TrackMeter(kind, receiver, wire, stamped=kind != "screen")
+            self._check_pictures(link)
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -310,13 +374,13 @@ class Bot:
             if pc.connectionState == "failed":
                 link.inbox.put_nowait({"type": "_failed"})
 
-    def _add_track(self, link: PeerLink, source: Broadcaster) -> None:
+    def _add_track(self, link: PeerLink, source: Player) -> None:
         track = source.track()
         link.tracks.append(track)
         sender = link.pc.addTrack(track)
-        # aiortc answers a PLI/FIR by flagging its own encoder, which never runs for
-        # pre-encoded packets: route the request to the shared encoder instead.
-        sender._send_keyframe = source.request_keyframe
+        hooks.route_keyframe_requests(sender, track.request_keyframe)
+        if track.kind == "video":
+            hooks.watch_remb(sender, track.on_estimate)
 
     def _retire(self, link: PeerLink) -> None:
         """Close a replaced connection in the background (its numbers do not reach the report)."""
@@ -398,6 +462,7 @@ class Bot:
                     "first": track.first_number,
                     "offered": track.offered,
                     "dropped": track.dropped,
+                    "keyframe_requests": track.keyframe_requests,
                     "rtt_ms": round(rtt.roundTripTime * 1000, 1) if rtt and rtt.roundTripTime is not None else None,
                     "rtt_series": link.rtt_series.get(track.kind, []),
                 }
@@ -419,6 +484,8 @@ class Bot:
                     "numbers": sorted(meter.video_numbers),
                     "latencies_ms": meter.latencies_ms,
                     "bad_stamps": meter.bad_stamps,
+                    "decoded": meter.decoded,
+                    "bad_pictures": meter.bad_pictures,
                     "tone_hz": round(meter.tone_hz(), 1) if kind == "audio" else None,
                 }
             links[link.name] = entry

@@ -2,26 +2,27 @@
 
 aiortc's getStats() has no frame or byte counts per stream, and its inbound-rtp
 entry may describe the retransmission (RTX) stream instead of the media stream,
-so everything is counted here: frames (and their stamps) as they are decoded,
-bytes as datagrams arrive (`WireCounter`), packets, loss and jitter from the
-media stream's RTP headers (`StreamCounter`).
+so everything is counted here: frames (and their stamps) from RTP as they become
+decodable (rtpframes.py), bytes as datagrams arrive (`WireCounter`), packets,
+loss and jitter from the media stream's RTP headers (`StreamCounter`). Pictures
+are decoded only on the links chosen to prove them (pictures.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from collections import deque
 from typing import Any, NamedTuple
 
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from . import hooks
 from . import stamp as stamps
+from .pictures import PictureCheck
+from .rtpframes import AudioPackets, Frame, VideoFrames
 from .sources import AUDIO_RATE
 
-TONE_WINDOW_FRAMES = 50  # the last 50 audio frames (1 s at 20 ms) are kept for the FFT
 FREEZE_HISTORY = 30  # frame intervals that make the mean a freeze is measured against
 
 
@@ -38,14 +39,7 @@ class WireCounter:
 
     def attach(self, ice_transport: Any) -> None:
         """Count what `ice_transport` (an RTCIceTransport) hands to its DTLS transport."""
-        inner = ice_transport._recv
-
-        async def counting() -> bytes:
-            data = await inner()
-            self.count(data)
-            return data
-
-        ice_transport._recv = counting
+        hooks.count_datagrams(ice_transport, self.count)
 
     def count(self, data: bytes) -> None:
         self.total += len(data)
@@ -139,82 +133,98 @@ class _Mark(NamedTuple):
 
 
 class TrackMeter:
-    """Consumes one remote track and records what arrived."""
+    """Measures one remote track from its receiver's RTP packets; decodes only when asked to."""
 
-    def __init__(self, track: MediaStreamTrack, receiver: Any, wire: WireCounter, stamped: bool = True):
-        """`stamped`: the video carries the bots' frame stamps (a shared screen does not)."""
-        self.kind = track.kind
+    def __init__(self, kind: str, receiver: Any, wire: WireCounter, stamped: bool = True):
+        """`kind`: "audio", "video" or "screen"; `stamped`: the video carries the bots' frame stamps
+        (a shared screen does not)."""
+        self.kind = "audio" if kind == "audio" else "video"
         self.stamped = stamped
-        self.track = track
         self.wire = wire
         self.ssrcs: set[int] = set()  # the stream's SSRC, and its retransmission SSRC once used
         self.media_ssrc: int | None = None  # the first SSRC seen; retransmissions come later
         self.packets = StreamCounter(90_000 if self.kind == "video" else 48_000)
         self.freezes = FreezeDetector()
-        self.first_at: float | None = None  # wall clock of the first decoded frame
+        self.first_at: float | None = None  # wall clock of the first frame shown
         self.last_at: float | None = None
         self.frames = 0
         self.video_numbers: set[int] = set()
         self.stamp_senders: set[int] = set()
         self.latencies_ms: list[int] = []
-        self.bad_stamps = 0
-        self._audio: deque = deque(maxlen=TONE_WINDOW_FRAMES)  # decoded av.AudioFrames
+        self.bad_stamps = 0  # frames of a stamped stream without a stamp
+        self.pictures: PictureCheck | None = None  # while this link proves the pictures
+        self._checked = (0, 0)  # decoded and bad pictures of earlier checks
         self.series: list[dict[str, Any]] = []  # one sample a second, see sample()
         self._mark = _Mark(time.time(), 0, 0, 0, 0, 0)  # the first sample covers the track's first second
-        self._watch_packets(receiver)
-        self._task = asyncio.create_task(self._consume())
+        self.sink: VideoFrames | AudioPackets
+        if self.kind == "video":
+            self.sink = VideoFrames(self._on_video, codec=lambda pt: hooks.codec_name(receiver, pt))
+        else:
+            self.sink = AudioPackets(self._on_audio)
+        hooks.watch_rtp(receiver, self._on_rtp)
+        hooks.take_frames(receiver, self.sink)
 
-    def _watch_packets(self, receiver: Any) -> None:
-        # Learn this stream's SSRCs (the WireCounter has their bytes) and count the media stream's packets.
-        inner = receiver._handle_rtp_packet
-
-        async def counting(packet, arrival_time_ms):
-            self.ssrcs.add(packet.ssrc)
-            if self.media_ssrc is None:
-                self.media_ssrc = packet.ssrc
-            if packet.ssrc == self.media_ssrc:
-                self.packets.add(packet.sequence_number, packet.timestamp, arrival_time_ms)
-            await inner(packet, arrival_time_ms)
-
-        receiver._handle_rtp_packet = counting
+    def _on_rtp(self, packet, arrival_time_ms: int) -> None:
+        self.ssrcs.add(packet.ssrc)
+        if self.media_ssrc is None:
+            self.media_ssrc = packet.ssrc
+        if packet.ssrc == self.media_ssrc:
+            self.packets.add(packet.sequence_number, packet.timestamp, arrival_time_ms)
 
     @property
     def wire_bytes(self) -> int:
         """Bytes of this stream's datagrams as received (SRTP packets, RTP header included)."""
         return sum(self.wire.by_ssrc.get(ssrc, 0) for ssrc in self.ssrcs)
 
-    async def _consume(self) -> None:
-        try:
-            while True:
-                frame = await self.track.recv()
-                now = time.time()
-                if self.first_at is None:
-                    self.first_at = now
-                self.last_at = now
-                self.frames += 1
-                if self.kind == "video":
-                    self.freezes.frame(now)
-                    if self.stamped:
-                        self._read_stamp(frame, now)
-                else:
-                    self._audio.append(frame)  # converted only when the tone is asked for
-        except MediaStreamError:
-            pass
+    def _shown(self, now: float) -> None:
+        if self.first_at is None:
+            self.first_at = now
+        self.last_at = now
+        self.frames += 1
 
-    def _read_stamp(self, frame, now: float) -> None:
-        plane = frame.planes[0]
-        rows = min(frame.height, stamps.stamp_height(frame.width))
-        luma = np.frombuffer(plane, np.uint8, count=rows * plane.line_size)
-        found = stamps.read(luma.reshape(rows, plane.line_size)[:, : frame.width])
-        if found is None:
+    def _on_audio(self, now: float) -> None:
+        self._shown(now)
+
+    def _on_video(self, frame: Frame, now: float) -> None:
+        self._shown(now)
+        self.freezes.frame(now)
+        if frame.stamp is not None:
+            self.video_numbers.add(frame.stamp.frame)
+            self.stamp_senders.add(frame.stamp.sender)
+            self.latencies_ms.append(stamps.latency_ms(frame.stamp, int(now * 1000) % stamps.MS_MODULO))
+        elif self.stamped:
             self.bad_stamps += 1
-            return
-        self.video_numbers.add(found.frame)
-        self.stamp_senders.add(found.sender)
-        self.latencies_ms.append(stamps.latency_ms(found, int(now * 1000) % stamps.MS_MODULO))
+        if self.pictures is not None:
+            self.pictures.feed(frame, now)
+
+    def check_pictures(self, on: bool) -> None:
+        """Decode a sample of this link's video and check its pictures (pictures.py), or stop."""
+        if on and self.pictures is None and isinstance(self.sink, VideoFrames):
+            self.pictures = PictureCheck()
+            self.sink.keep_data = True
+        elif not on and self.pictures is not None:
+            self.sink.keep_data = False
+            self.pictures.close()
+            self._checked = (self.decoded, self.bad_pictures)
+            self.pictures = None
+
+    @property
+    def decoded(self) -> int:
+        """Pictures decoded to check them, on this link so far."""
+        return self._checked[0] + (self.pictures.decoded if self.pictures else 0)
+
+    @property
+    def bad_pictures(self) -> int:
+        """Decoded pictures that did not show the clip frame their stamp named."""
+        return self._checked[1] + (self.pictures.bad if self.pictures else 0)
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """The picture size of the latest keyframe (VP8), if known."""
+        return self.sink.size if isinstance(self.sink, VideoFrames) else None
 
     def sample(self, now: float) -> dict[str, Any] | None:
-        """Add (and return) one sample of the time since the last: kbps, fps, loss, jitter, latency."""
+        """Add (and return) one sample of the time since the last: kbps, fps, size, loss, jitter, latency."""
         mark = _Mark(now, self.wire_bytes, self.frames, self.packets.received, self.packets.lost,
                      len(self.latencies_ms))
         last, self._mark = self._mark, mark
@@ -223,10 +233,13 @@ class TrackMeter:
         seconds = now - last.at
         arrived, missed = mark.packets - last.packets, max(0, mark.lost - last.lost)
         latencies = self.latencies_ms[last.latencies :]
+        size = self.size
         self.series.append(sample := {
             "at": now,
             "kbps": round((mark.wire - last.wire) * 8 / seconds / 1000, 1),
             "fps": round((mark.frames - last.frames) / seconds, 1),
+            "width": size[0] if size else None,
+            "height": size[1] if size else None,
             "loss_pct": round(100.0 * missed / (arrived + missed), 2) if arrived + missed > 0 else 0.0,
             "jitter_ms": self.packets.jitter_ms,
             "latency_ms": round(statistics.median(latencies), 1) if latencies else None,
@@ -234,12 +247,9 @@ class TrackMeter:
         return sample
 
     def tone_hz(self) -> float:
-        if not self._audio:
+        if not isinstance(self.sink, AudioPackets):
             return 0.0
-        channels = len(self._audio[0].layout.channels)
-        pcm = np.concatenate([f.to_ndarray().reshape(-1)[::channels] for f in self._audio])
-        return dominant_hz(pcm.astype(np.float32), AUDIO_RATE)
+        return dominant_hz(self.sink.pcm(), AUDIO_RATE)
 
     async def stop(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        self.check_pictures(False)

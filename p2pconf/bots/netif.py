@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 
-import aioice.ice
 from yarl import URL
 
-_default = aioice.ice.get_host_addresses
+from . import hooks
 
 
 def use_host_addresses(addresses: list[str] | None) -> None:
     """Gather host candidates on `addresses` only; None restores aioice's default."""
-    if addresses is None:
-        aioice.ice.get_host_addresses = _default
-        return
-
-    def fixed(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
-
-    aioice.ice.get_host_addresses = fixed
+    hooks.gather_on(addresses)
 
 
 def is_loopback_url(server: str) -> bool:

@@ -26,7 +26,8 @@ def _series(got: Message, rtts: list[tuple[float, float]], start: float) -> list
         i = bisect.bisect_left(times, at)
         near = min((j for j in (i - 1, i) if 0 <= j < len(rtts)), key=lambda j: abs(times[j] - at), default=None)
         rtt = rtts[near][1] if near is not None and abs(times[near] - at) <= 1.5 else None
-        out.append({"t": round(at - start, 2), **{k: v for k, v in sample.items() if k != "at"}, "rtt_ms": rtt})
+        out.append({"t": round(at - start, 2), "width": None, "height": None,
+                    **{k: v for k, v in sample.items() if k != "at"}, "rtt_ms": rtt})
     return out
 
 
@@ -51,6 +52,8 @@ def _link(sender: Message | None, receiver: Message, sender_name: str, kind: str
         link["freezes"] = got["freezes"]
         link["frozen_s"] = got["frozen_s"]
         link["latency_ms"] = _median(got["latencies_ms"])
+        link["decoded"] = got.get("decoded", 0)
+        link["bad_pictures"] = got.get("bad_pictures", 0)
         if sent.get("first") is not None:
             first, offered = sent["first"], sent["offered"]
             link["frames_sent"] = offered
@@ -104,6 +107,7 @@ def build_report(results: list[Message], *, stopped_at: float, extra: Message | 
     mesh_formed = bool(expected) and flowing == expected
     video = [l for l in links if l["kind"] == "video" and "frames_sent" in l and l["from"] in bots]
     sent_total = sum(l["frames_sent"] for l in video)
+    checked = {l["from"] for l in video if l["decoded"]}
     return {
         "participants": len(results),
         "tracks_expected": len(expected),
@@ -115,6 +119,9 @@ def build_report(results: list[Message], *, stopped_at: float, extra: Message | 
         ),
         "duration_s": round(stopped_at - start, 2),
         "missing": [f"{f}->{t} {k}" for f, t, k in sorted(expected - flowing)],
+        "pictures_decoded": sum(l["decoded"] for l in video),
+        "pictures_bad": sum(l["bad_pictures"] for l in video),
+        "senders_unchecked": sorted({l["from"] for l in video} - checked),
         **(extra or {}),
         "links": links,
     }
@@ -142,4 +149,8 @@ def format_table(report: Message) -> str:
         f"join to mesh {report['join_to_mesh_s'] if report['join_to_mesh_s'] is not None else '-'} s, "
         f"video frames delivered {'-' if ratio is None else f'{ratio:.1%}'}"
     )
+    if report.get("pictures_decoded"):
+        unchecked = report.get("senders_unchecked") or []
+        rows.append(f"pictures decoded to check them: {report['pictures_decoded']}, wrong: {report['pictures_bad']}"
+                    + (f"; not checked: {', '.join(unchecked)}" if unchecked else ""))
     return "\n".join(rows)

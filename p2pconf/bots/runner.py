@@ -24,6 +24,7 @@ from typing import Any, Callable
 from .. import netlab
 from .bot import Bot, BotOptions
 from .client import Refused, ServerError
+from .clip import VideoClip, seed_clip, video_clip
 from .netif import is_loopback_url, use_host_addresses
 from .report import build_report
 from .sources import VideoSpec
@@ -60,6 +61,7 @@ class RunOptions:
     invite: str | None = None  # guest link; the room comes from it
     processes: int = 1
     first_index: int = 1
+    bitrate_policy: str = "fixed"  # bitrate.py
     # Network namespaces (p2pconf/netlab.py), one per process: process g runs in netns[g].
     netns: tuple[str, ...] = ()
 
@@ -68,7 +70,12 @@ class RunOptions:
         return (self.count - 1) * (2 if self.video else 1)
 
     def bot_options(self) -> BotOptions:
-        return BotOptions(video=self.video, trickle=self.trickle, audio_ms=self.audio_ms, invite=self.invite)
+        return BotOptions(video=self.video, trickle=self.trickle, audio_ms=self.audio_ms, invite=self.invite,
+                          bitrate_policy=self.bitrate_policy)
+
+    def clip(self) -> VideoClip | None:
+        """The video clip every bot of the run plays, encoded here once (clip.py)."""
+        return video_clip(self.video, self.bitrate_policy == "fixed") if self.video else None
 
 
 @dataclass
@@ -87,6 +94,7 @@ def _cpu_seconds() -> float:
 
 async def run_bots(opts: RunOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Run the bots of `opts` for its duration and return the report."""
+    await asyncio.to_thread(opts.clip)  # before anyone joins: encoding takes a second or two
     if opts.processes <= 1:
         groups = [await _run_group(opts, list(range(opts.count)), progress, stop_at=None)]
     else:
@@ -101,6 +109,7 @@ async def run_bots(opts: RunOptions, progress: Progress | None = None) -> dict[s
         "room": opts.room,
         "video": str(opts.video) if opts.video else None,
         "audio_ms": opts.audio_ms,
+        "bitrate_policy": opts.bitrate_policy,
         "processes": len(groups),
         "cpu_s_per_s": round(sum(g.cpu_s_per_s for g in groups), 3),
     }
@@ -176,7 +185,7 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _child(opts: RunOptions, slots: list[int], stop_at: float, out: multiprocessing.Queue, release,
-           namespace: str | None) -> None:
+           namespace: str | None, clip: VideoClip | None) -> None:
     def report_progress(p: dict[str, Any]) -> None:
         out.put(("progress", slots[0], p))
 
@@ -193,6 +202,8 @@ def _child(opts: RunOptions, slots: list[int], stop_at: float, out: multiprocess
             await asyncio.wait(others, timeout=2)
 
     faulthandler.enable()  # a crash in a codec prints where it happened
+    if clip is not None:  # encoded by the parent: the processes start at once
+        seed_clip(clip, opts.bitrate_policy == "fixed")
     try:
         if namespace:
             netlab.enter(namespace)  # before any socket or thread exists
@@ -212,8 +223,8 @@ def _run_processes(opts: RunOptions, progress: Progress | None, cancelled: threa
     if opts.netns and len(opts.netns) < len(groups):
         raise ValueError(f"{len(groups)} bot processes need as many network namespaces, got {len(opts.netns)}")
     procs = [
-        ctx.Process(target=_child, args=(opts, g, stop_at, out, release, opts.netns[i] if opts.netns else None),
-                    daemon=True)
+        ctx.Process(target=_child, args=(opts, g, stop_at, out, release, opts.netns[i] if opts.netns else None,
+                                         opts.clip()), daemon=True)
         for i, g in enumerate(groups)
     ]
     for p in procs:

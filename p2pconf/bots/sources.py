@@ -1,31 +1,22 @@
-"""Synthetic camera and microphone, each encoded once per bot and shared by all its links.
+"""What the bots show and play: the video size, a synthetic camera picture and a sine tone.
 
-A naive aiortc mesh runs one encoder per peer connection; with five peers per
-bot that is five VP8 encoders doing the same work. Here a `Broadcaster` encodes
-each frame once and hands the `av.Packet` to one `PacketTrack` per peer
-connection; aiortc's RTCRtpSender packetises a packet it receives from a track
-without re-encoding it.
+clip.py encodes them once per process (video) and once per bot (audio);
+player.py loops the encoded packets into every link.
 """
 
 from __future__ import annotations
 
-import asyncio
 import fractions
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from . import stamp as stamps
 
 VIDEO_CLOCK = 90_000
 AUDIO_RATE = 48_000
 AUDIO_FRAME_MS = (20, 40, 60)  # Opus frame lengths a bot can send; browsers send 20 ms
-KEYFRAME_INTERVAL_S = 2.0
 
 
 def browser_max_bps(width: int, height: int) -> int:
@@ -125,186 +116,3 @@ class ToneMicrophone:
         frame.pts = number * self.samples
         frame.time_base = fractions.Fraction(1, AUDIO_RATE)
         return frame
-
-
-def _video_encoder(spec: VideoSpec) -> av.VideoCodecContext:
-    codec = av.CodecContext.create("libvpx", "w")
-    codec.width, codec.height = spec.width, spec.height
-    codec.pix_fmt = "yuv420p"
-    codec.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-    codec.framerate = fractions.Fraction(spec.fps, 1)
-    codec.bit_rate = spec.bitrate
-    codec.gop_size = int(spec.fps * KEYFRAME_INTERVAL_S)
-    codec.thread_count = 1
-    # The real-time settings aiortc uses for its own VP8 encoder, constant bitrate.
-    codec.options = {
-        "deadline": "realtime",
-        "cpu-used": "-6",
-        "lag-in-frames": "0",
-        "static-thresh": "1",
-        "undershoot-pct": "100",
-        "overshoot-pct": "15",
-        "bufsize": str(spec.bitrate),
-        "minrate": str(spec.bitrate),
-        "maxrate": str(spec.bitrate),
-    }
-    return codec
-
-
-def _audio_encoder(frame_ms: int) -> av.AudioCodecContext:
-    codec = av.CodecContext.create("libopus", "w")
-    codec.sample_rate = AUDIO_RATE
-    codec.format = "s16"
-    codec.layout = "mono"
-    codec.bit_rate = 32_000
-    codec.time_base = fractions.Fraction(1, AUDIO_RATE)
-    codec.options = {"application": "voip", "frame_duration": str(frame_ms)}
-    return codec
-
-
-@dataclass
-class Encoded:
-    """One encoded frame as handed to every link."""
-
-    packet: av.Packet
-    number: int
-    keyframe: bool
-
-
-class Broadcaster:
-    """Produces one synthetic stream in real time, encodes it once, fans it out."""
-
-    def __init__(self, kind: str, *, camera: SyntheticCamera | None = None, microphone: ToneMicrophone | None = None):
-        self.kind = kind
-        self.camera, self.microphone = camera, microphone
-        if kind == "video":
-            assert camera is not None
-            self.rate = camera.spec.fps
-            self._codec = _video_encoder(camera.spec)
-        else:
-            assert microphone is not None
-            self.rate = 1000 / microphone.frame_ms
-            self._codec = _audio_encoder(microphone.frame_ms)
-        self.tracks: set[PacketTrack] = set()
-        self.frames_sent = 0
-        self._keyframe_wanted = False
-        self._lock = threading.Lock()
-        self._task: asyncio.Task | None = None
-
-    def track(self) -> PacketTrack:
-        """A new track for one peer connection."""
-        track = PacketTrack(self)
-        self.tracks.add(track)
-        return track
-
-    def request_keyframe(self) -> None:
-        """Make the next video frame a keyframe (a new link, or a peer's PLI)."""
-        self._keyframe_wanted = True
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop producing; tracks stay open so in-flight frames can still arrive.
-
-        aiortc's receiver completes a video frame only when the next frame's first
-        packet arrives, so one last frame is sent that no link counts as offered.
-        """
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-            for item in self._encode(self.frames_sent):
-                for track in list(self.tracks):
-                    track.push(item, counted=False)
-
-    def _encode(self, number: int) -> list[Encoded]:
-        # One encoder, used from an executor thread and from stop(): never at once
-        # (libvpx crashes when two threads share a context).
-        with self._lock:
-            return self._encode_locked(number)
-
-    def _encode_locked(self, number: int) -> list[Encoded]:
-        if self.camera is not None:
-            frame = self.camera.frame(number, int(time.time() * 1000) % stamps.MS_MODULO)
-            if self._keyframe_wanted:
-                frame.pict_type = av.video.frame.PictureType.I
-                self._keyframe_wanted = False
-            pts = frame.pts
-        else:
-            frame = self.microphone.frame(number)
-            pts = frame.pts
-        out = []
-        for packet in self._codec.encode(frame):
-            packet.pts = pts  # our own clock; Opus would start at a negative pre-skip
-            packet.time_base = frame.time_base
-            out.append(Encoded(packet, number, bool(packet.is_keyframe) or self.kind == "audio"))
-        return out
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        number = 0
-        while True:
-            delay = start + number / self.rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -1.0:  # starved for a second: skip ahead rather than burst
-                start = loop.time() - number / self.rate
-            if self.kind == "video":  # PyAV releases the GIL while encoding: keep the loop free for RTP
-                encoded = await loop.run_in_executor(None, self._encode, number)
-            else:  # 50 short Opus frames a second: a thread hop would cost more than it saves
-                encoded = self._encode(number)
-            number += 1
-            self.frames_sent += 1
-            for item in encoded:
-                for track in list(self.tracks):
-                    track.push(item)
-
-
-class PacketTrack(MediaStreamTrack):
-    """One link's view of a Broadcaster: hands pre-encoded packets to aiortc's sender."""
-
-    QUEUE = 8  # frames; older ones are dropped if the sender falls behind
-
-    def __init__(self, source: Broadcaster):
-        super().__init__()
-        self.kind = source.kind
-        self.source = source
-        self.started = False  # aiortc's sender has asked for the first packet
-        self.offered = 0  # frames this link should have carried since it started
-        self.dropped = 0
-        self.first_number: int | None = None
-        self._queue: deque[Encoded] = deque()
-        self._ready = asyncio.Event()
-
-    def push(self, item: Encoded, counted: bool = True) -> None:
-        if not self.started or self.readyState != "live":
-            return
-        if self.first_number is None:
-            if not item.keyframe:
-                return  # a receiver can only start decoding at a keyframe
-            self.first_number = item.number
-        self.offered += counted
-        if len(self._queue) >= self.QUEUE:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(item)
-        self._ready.set()
-
-    async def recv(self) -> av.Packet:
-        if not self.started:
-            self.started = True
-            self.source.request_keyframe()
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        return self._queue.popleft().packet
-
-    def stop(self) -> None:
-        super().stop()
-        self.source.tracks.discard(self)
-        self._ready.set()

@@ -1,13 +1,19 @@
-"""A stamp drawn into the top of every synthetic video frame.
+"""The stamps of the bots' video: one drawn into the picture, one carried beside it.
 
-Three rows of 32 black/white blocks carry (sender, checksum), the frame number
-and the send time in milliseconds (low 32 bits of the wall clock). Blocks are
-large enough to survive lossy VP8 at low bitrates, so a receiver can count lost
-frames and measure end-to-end latency from the decoded picture alone.
+The picture stamp: three rows of 32 black/white blocks carry (sender, checksum),
+a frame number and a time in milliseconds. Blocks are large enough to survive
+lossy VP8 at low bitrates. The bots' clip (clip.py) draws the clip frame's
+index into every picture, so a receiver that decodes can prove the picture.
+
+The frame stamp (`FrameStamp`, 12 bytes) rides in an RTP header extension on
+every packet of a frame (hooks.py): sender, frame number, send time (low 32
+bits of the wall clock in ms) and the clip frame shown. Receivers count frames
+and latency from it without decoding (rtpframes.py).
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
 from dataclasses import dataclass
 
@@ -78,6 +84,28 @@ def read(luma: np.ndarray) -> Stamp | None:
     return Stamp(sender=sender, frame=words[1], sent_ms=words[2])
 
 
-def latency_ms(stamp: Stamp, now_ms: int) -> int:
+@dataclass(frozen=True)
+class FrameStamp:
+    """What the RTP header extension says about one frame."""
+
+    sender: int  # 0..65535, the bot's number
+    frame: int  # 0..2**32-1, frames since the sender started
+    sent_ms: int  # wall clock ms modulo 2**32, when the frame was handed to its links
+    clip_index: int  # 0..65535, the clip frame shown (its picture stamp's frame number)
+
+    FORMAT = struct.Struct("!HIIH")  # 12 bytes: fits a one-byte RTP header extension (at most 16)
+
+    def pack(self) -> bytes:
+        return self.FORMAT.pack(self.sender, self.frame, self.sent_ms % MS_MODULO, self.clip_index)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "FrameStamp | None":
+        """The stamp in `data`, or None if it is not one."""
+        if len(data) != cls.FORMAT.size:
+            return None
+        return cls(*cls.FORMAT.unpack(data))
+
+
+def latency_ms(stamp: Stamp | FrameStamp, now_ms: int) -> int:
     """Milliseconds between the stamp's send time and `now_ms`, across the 2**32 wrap."""
     return (now_ms - stamp.sent_ms) % MS_MODULO
