@@ -271,8 +271,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--trickle", action="store_true", help="send ICE candidates separately, as browsers do")
     b.add_argument("--processes", type=options.int_in(1, 32), default=1,
                    help="spread the bots over this many processes")
-    b.add_argument("--bitrate-policy", choices=("fixed", "estimate"), default="fixed",
-                   help="video per link: the clip's top rung (fixed) or what the receiver estimates (estimate)")
+    b.add_argument("--bitrate-policy", choices=("fixed", "estimate", "browser"), default="fixed",
+                   help="video per link: the clip's top rung (fixed), what the receiver estimates (estimate), "
+                        "or that within p2pconf's centre/thumbnail split (browser)")
     b.add_argument("--json", metavar="FILE", help="write the report (docs/report.md) to FILE")
     b.add_argument("--report", metavar="DIR", help="write report.json and report.html (plots) into DIR")
     b.set_defaults(func=_bots)

@@ -3,14 +3,44 @@
 - "fixed":    the clip's top rung on every link (spec.bitrate), whatever happens;
 - "estimate": at most what the receiver estimates the link carries (REMB), as a
               browser's sender follows its bandwidth estimate: down at once, up a rung
-              when the estimate has room for it.
+              when the estimate has room for it;
+- "browser":  "estimate", within p2pconf's split of the upload budget (uploadKbps
+              from `welcome`): full quality to the peers that show this bot in their
+              centre, a thumbnail (a quarter of the size, <= 150 kbit/s) to the others;
+              the bot centres the first other participant, as a browser does until its
+              user picks someone (web/static/js/call.js, quality.js splitBudget).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-POLICIES = ("fixed", "estimate")
+POLICIES = ("fixed", "estimate", "browser")
+THUMB_KBPS = 150  # web/static/js/quality.js
+FULL_KBPS = 1500
+THUMB_SCALE = 4
+DEFAULT_BUDGET_KBPS = 2000  # web/static/js/call.js, when welcome names no uploadKbps
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One link's cap, as a browser sets it with RTCRtpSender.setParameters."""
+
+    max_bps: int
+    scale: int  # scaleResolutionDownBy
+
+
+def split_budget(budget_kbps: float, centred: dict[str, bool]) -> dict[str, Limit]:
+    """quality.js splitBudget: the video budget over the peers (id -> shows us in its centre)."""
+    if not centred:
+        return {}
+    thumb = min(THUMB_KBPS, budget_kbps / len(centred))
+    full_count = sum(centred.values())
+    rest = budget_kbps - thumb * (len(centred) - full_count)
+    full = max(thumb, min(FULL_KBPS, rest / full_count)) if full_count else 0
+    return {peer: Limit(round(full * 1000), 1) if c else Limit(round(thumb * 1000), THUMB_SCALE)
+            for peer, c in centred.items()}
 
 
 class Rung(Protocol):

@@ -29,7 +29,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConne
 from aiortc.sdp import candidate_from_sdp
 
 from . import hooks
-from .bitrate import POLICIES
+from .bitrate import DEFAULT_BUDGET_KBPS, POLICIES, split_budget
 from .client import SignalingClient
 from .clip import audio_loop, video_clip
 from .measure import TrackMeter, WireCounter
@@ -52,7 +52,7 @@ class BotOptions:
     screen_line: bool = False
     audio_ms: int = 20  # Opus frame length; longer frames mean fewer packets and less CPU
     invite: str | None = None  # a guest link: enter through it instead of naming the room
-    bitrate_policy: str = "fixed"  # bitrate.py: "fixed" or "estimate"
+    bitrate_policy: str = "fixed"  # bitrate.py: "fixed", "estimate" or "browser"
     check_pictures: bool = True  # decode one incoming video to prove the pictures
 
     def __post_init__(self) -> None:
@@ -126,6 +126,8 @@ class Bot:
         }
         self.sources: dict[str, Player] = {}  # made in start(), once the clip is encoded
         self.peer_order: list[str] = []  # the other participants, in the order they joined
+        self.focus_of: dict[str, str | None] = {}  # whom each participant shows in its centre
+        self.focus: str | None = None  # whom this bot shows in its centre ("browser" policy)
         self.decode_from: str | None = None  # whose video this bot decodes to prove the pictures
         self._joined_alone = False
         self._ice_servers: list[RTCIceServer] = []
@@ -185,11 +187,12 @@ class Bot:
         if self._retiring:
             await asyncio.wait(self._retiring, timeout=5)
 
-    # -- who is who: join order --------------------------------------------------------
+    # -- who is who: join order, focus -----------------------------------------------
 
     def _learn_peers(self, peers: list[Message]) -> None:
         """The members already in the room (`joined`), in the server's order: the order they joined."""
         self.peer_order = [p["id"] for p in peers]
+        self.focus_of.update({p["id"]: p.get("focus") for p in peers})
         self._joined_alone = not peers
         self.decode_from = self.peer_order[-1] if peers else None  # who joined right before
         self._peers_changed()
@@ -197,6 +200,7 @@ class Bot:
     def _peer_joined(self, peer: Message) -> None:
         if peer["id"] not in self.peer_order:
             self.peer_order.append(peer["id"])
+        self.focus_of[peer["id"]] = peer.get("focus")
         if self._joined_alone:  # the first in the room checks the newest, who has nobody after it
             self.decode_from = peer["id"]
         self._peers_changed()
@@ -204,6 +208,7 @@ class Bot:
     def _peer_left(self, peer_id: str) -> None:
         if peer_id in self.peer_order:
             self.peer_order.remove(peer_id)
+        self.focus_of.pop(peer_id, None)
         if self.decode_from == peer_id:
             self.decode_from = self.peer_order[-1] if self.peer_order else None
         self._peers_changed()
@@ -211,11 +216,33 @@ class Bot:
     def _peers_changed(self) -> None:
         for link in self.links.values():
             self._check_pictures(link)
+        if self.options.bitrate_policy == "browser":
+            # As a browser does until its user picks someone: the first other participant in the centre.
+            focus = self.peer_order[0] if self.peer_order else None
+            if focus != self.focus:
+                self.focus = focus
+                asyncio.ensure_future(self._send_focus(focus))
+
+    async def _send_focus(self, focus: str | None) -> None:
+        try:
+            await self.client.send({"type": "focus", "peer": focus})
+        except Exception:  # a connection that is going away: the server learns it again after a resume
+            log.warning("%s: could not send its focus", self.name, exc_info=True)
 
     def _check_pictures(self, link: PeerLink) -> None:
         meter = link.meters.get("video")
         if meter is not None:
             meter.check_pictures(self.options.check_pictures and link.peer_id == self.decode_from)
+
+    def _split_budget(self) -> None:
+        """The "browser" policy: cap each link's video as p2pconf's page does (bitrate.py)."""
+        budget = self.client.welcome.get("uploadKbps") or DEFAULT_BUDGET_KBPS
+        links = [l for l in self.links.values() if any(t.kind == "video" for t in l.tracks)]
+        limits = split_budget(budget, {l.peer_id: self.focus_of.get(l.peer_id) == self.client.id for l in links})
+        for link in links:
+            for track in link.tracks:
+                if track.kind == "video":
+                    track.limit = limits[link.peer_id]
 
     # -- signaling -------------------------------------------------------------------
 
@@ -243,6 +270,8 @@ class Bot:
             link = self.links.get(msg["id"])
             if link:
                 await self._drop(link)
+        elif kind == "peer-focus":
+            self.focus_of[msg["id"]] = msg.get("focus")
         elif kind == "peer-media":
             if link := self.links.get(msg["id"]):
                 link.media = msg["media"]
@@ -254,7 +283,7 @@ class Bot:
         elif kind == "reconnected":
             for link in list(self.links.values()):
                 await self._drop(link)
-            self.peer_order = []
+            self.peer_order, self.focus_of, self.focus = [], {}, None
             self._learn_peers(msg["joined"]["peers"])
             self._offer_to(msg["joined"]["peers"])
         elif kind == "refused":  # final: the client will not reconnect, so stop everything now
@@ -412,6 +441,8 @@ class Bot:
         while True:
             await asyncio.sleep(SAMPLE_S)
             n += 1
+            if self.options.bitrate_policy == "browser":
+                self._split_budget()
             summary: Message = {}
             for link in list(self.links.values()):
                 try:

@@ -22,7 +22,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from . import hooks
 from . import stamp as stamps
-from .bitrate import choose_rung
+from .bitrate import Limit, choose_rung
 from .clip import AudioLoop, VideoClip
 from .sources import AUDIO_RATE, VIDEO_CLOCK
 
@@ -57,6 +57,7 @@ class LinkTrack(MediaStreamTrack):
         self.rung = 0
         self.position = 0
         self.keyframe_wanted = True
+        self.limit: Limit | None = None  # the browser policy's cap for this link
         self.estimate_bps: int | None = None  # the receiver's latest REMB
         self._queue: deque[Item] = deque()
         self._ready = asyncio.Event()
@@ -174,8 +175,12 @@ class VideoPlayer(Player):
         """The rung `track` should send now (bitrate.py)."""
         if self.policy == "fixed":
             return 0
-        cap = track.estimate_bps if track.estimate_bps is not None else float("inf")
-        return choose_rung(self.clip.rungs, self.clip.spec.width, cap, current=track.rung, headroom=UP_HEADROOM)
+        cap, scale = float("inf"), 1
+        if track.estimate_bps is not None:
+            cap = track.estimate_bps
+        if self.policy == "browser" and track.limit is not None:
+            cap, scale = min(cap, track.limit.max_bps), track.limit.scale
+        return choose_rung(self.clip.rungs, self.clip.spec.width, cap, scale, track.rung, UP_HEADROOM)
 
     def _frame(self, track: LinkTrack, number: int, sent_ms: int) -> Item:
         if number % self._every_second == 0 or track.keyframe_wanted:  # a change of rung costs a keyframe
