@@ -95,6 +95,17 @@ def test_report_files_are_json_and_a_self_contained_page_with_three_plots(tmp_pa
     assert "mesh formed" in page and "<b>4/4</b>" in page  # 4 tracks between two bots
 
 
+def test_the_page_plots_frame_rate_and_picture_size_beside_the_bitrate_of_each_link():
+    report = two_bot_report()
+    video = next(l for l in report["links"] if l["kind"] == "video")
+    video["series"][0].update(width=640, height=360)
+    video["series"][1].update(width=160, height=90, fps=7.5)  # a thumbnail now
+    jsonschema.validate(report, REPORT_SCHEMA)
+    page = render_html(report)
+    for text in ("video kbps", "video fps", "picture size", "640×360", "160×90", "audio kbps"):
+        assert f">{text}<" in page, text
+
+
 def test_a_page_for_a_failed_audio_only_run_still_renders():
     silent = {"peer_id": "b", "media": {"mode": "audio-only"}, "states": [], "sent": {},
               "received": {"audio": received(0, series=[])}}

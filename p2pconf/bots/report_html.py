@@ -55,20 +55,40 @@ def pair_matrix(report: Message, key: str, combine=sum) -> list[list[float | Non
 
 
 def bitrate_plot(report: Message) -> str:
+    """Per link over time: video kbit/s, frames per second and picture size, then audio kbit/s."""
+    video = [l for l in report["links"] if l["kind"] in ("video", "screen")]
+    audio = [l for l in report["links"] if l["kind"] == "audio"]
+    sizes: dict[int, set[str]] = {}  # picture height -> "WxH" seen at it
     with matplotlib.rc_context(PLOT_STYLE):
-        figure = Figure(figsize=(9, 5.5))
-        axes = figure.subplots(2, 1, sharex=True)
-        for ax, kind in zip(axes, ("video", "audio")):
-            for l in (l for l in report["links"] if l["kind"] == kind):
-                ax.plot([s["t"] for s in l["series"]], [s["kbps"] for s in l["series"]],
-                        label=f"{l['from']} → {l['to']}", linewidth=1)
-            ax.set_ylabel(f"{kind} kbps")
+        figure = Figure(figsize=(9, 9), layout="constrained")
+        kbps, fps, size, heard = figure.subplots(4, 1, sharex=True, height_ratios=(3, 2, 2, 2))
+        for l in video:
+            t = [s["t"] for s in l["series"]]
+            label = f"{l['from']} → {l['to']}" + (" (screen)" if l["kind"] == "screen" else "")
+            (line,) = kbps.plot(t, [s["kbps"] for s in l["series"]], label=label, linewidth=1)
+            fps.plot(t, [s["fps"] for s in l["series"]], linewidth=1, color=line.get_color())
+            heights = [s.get("height") for s in l["series"]]
+            size.plot(t, [h if h is not None else float("nan") for h in heights], linewidth=1, color=line.get_color(),
+                      drawstyle="steps-post")
+            for s in l["series"]:
+                if s.get("height") is not None:
+                    sizes.setdefault(s["height"], set()).add(f"{s['width']}×{s['height']}")
+        for l in audio:
+            heard.plot([s["t"] for s in l["series"]], [s["kbps"] for s in l["series"]], linewidth=1)
+        for ax, name in ((kbps, "video kbps"), (fps, "video fps"), (size, "picture size"), (heard, "audio kbps")):
+            ax.set_ylabel(name)
             ax.grid(alpha=0.3)
-        axes[-1].set_xlabel("seconds since the first join")
-        handles, labels = axes[0].get_legend_handles_labels() or axes[1].get_legend_handles_labels()
+        fps.set_ylim(bottom=0)
+        if sizes:
+            size.set_yticks(sorted(sizes), [" / ".join(sorted(sizes[h])) for h in sorted(sizes)])
+            size.set_ylim(0, max(sizes) * 1.15)
+        else:
+            size.text(0.5, 0.5, "no keyframe sizes", ha="center", va="center", transform=size.transAxes)
+        heard.set_xlabel("seconds since the first join")
+        handles, labels = kbps.get_legend_handles_labels()
         if labels:
-            figure.legend(handles, labels, loc="outside right upper", fontsize=7, ncols=1 + len(labels) // 16)
-        figure.suptitle("Bitrate per link")
+            figure.legend(handles, labels, loc="outside right upper", fontsize=7, ncols=1 + len(labels) // 24)
+        figure.suptitle("Per link: bitrate, frame rate and picture size")
         return svg(figure)
 
 
@@ -139,7 +159,7 @@ pre {{ background: #f6f6f6; padding: 0.75rem; overflow-x: auto; font-size: 12px;
 </style></head><body>
 <h1>Bots report: {"mesh formed" if report["mesh_formed"] else "mesh did NOT form"}</h1>
 <section class="summary{'' if report['mesh_formed'] else ' bad'}">{cells}</section>
-<h2>Bitrate per link</h2>{bitrate_plot(report)}
+<h2>Bitrate, frame rate and picture size per link</h2>{bitrate_plot(report)}
 <h2>Link matrix</h2>{matrix_plot(report)}
 <h2>Latency</h2>{latency_plot(report)}
 <h2>Links</h2><pre>{html.escape(format_table(report))}</pre>
