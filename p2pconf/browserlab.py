@@ -46,8 +46,13 @@ COUNTERS = """async () => {
   const peers = {};
   for (const peer of call.mesh.peers.values()) {
     const report = await peer.pc.getStats();
-    let video = null, sentBytes = 0, sent = null;
+    let video = null, sentBytes = 0, sent = null, relayed = false;
     report.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) {
+        const pair = report.get(s.selectedCandidatePairId);
+        const ends = pair ? [report.get(pair.localCandidateId), report.get(pair.remoteCandidateId)] : [];
+        relayed = relayed || ends.some((c) => c && c.candidateType === 'relay');
+      }
       if (s.type === 'inbound-rtp' && s.kind === 'video' && (!video || (s.bytesReceived || 0) > video.bytes)) {
         video = {bytes: s.bytesReceived || 0, width: s.frameWidth || 0, height: s.frameHeight || 0,
                  frames: s.framesDecoded || 0, freezes: s.freezeCount || 0, packets: s.packetsReceived || 0,
@@ -59,7 +64,7 @@ COUNTERS = """async () => {
         }
       }
     });
-    peers[peer.id] = {name: peer.name, video, sentBytes, sent};
+    peers[peer.id] = {name: peer.name, video, sentBytes, sent, relayed};
   }
   return {at: performance.now(), centre: call.centre, peers};
 }"""
@@ -204,6 +209,7 @@ def _links(before: dict, after: dict) -> list[dict]:
         v0, v1 = then["video"], now["video"]
         packets, lost = v1["packets"] - v0["packets"], v1["lost"] - v0["lost"]
         links.append({"peer": now["name"], "role": "centre" if after["centre"] == peer_id else "thumbnail",
+                      "relayed": now["relayed"],
                       "fps": (v1["frames"] - v0["frames"]) / seconds, "width": v1["width"], "height": v1["height"],
                       "freezes": v1["freezes"] - v0["freezes"], "packets": packets, "lost": max(0, lost),
                       "kbps": (v1["bytes"] - v0["bytes"]) * 8 / seconds / 1000})
@@ -211,12 +217,14 @@ def _links(before: dict, after: dict) -> list[dict]:
 
 
 def seen(samples: list[dict]) -> dict:
-    """A browser's run in numbers: how many others it saw moving pictures of (`peers`); for its
+    """A browser's run in numbers: how many others it saw moving pictures of (`peers`), and over a
+    TURN relay (`relayed`); for its
     centre and its thumbnails the median resolution (height) and frames per second, freezes
     and loss; its upload in kbit/s."""
     links = [link for a, b in zip(samples, samples[1:]) for link in _links(a, b)]
     result: dict[str, Any] = {"seconds": round((samples[-1]["at"] - samples[0]["at"]) / 1000, 1) if samples else 0.0,
-                              "peers": len({link["peer"] for link in links if link["fps"] > 0})}
+                              "peers": len({link["peer"] for link in links if link["fps"] > 0}),
+                              "relayed": len({link["peer"] for link in links if link["relayed"]})}
     for role in ("centre", "thumbnail"):
         mine = [link for link in links if link["role"] == role]
         packets, lost = sum(l["packets"] for l in mine), sum(l["lost"] for l in mine)

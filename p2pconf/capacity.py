@@ -14,11 +14,15 @@ With `browsers`, the first seats of every run are real Chromium pages
 (p2pconf/browserlab.py) and the rest bots; everyone enters by a guest link. Each
 run then also says what the browsers' users saw of their centre and thumbnails,
 and a size fits only when every browser's centre kept MIN_FPS as well.
+
+With `relay`, no two hosts can reach each other: every call goes through coturn in the
+hub (p2pconf/relaylab.py), and each run says how many Mbit/s the relay sent on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -31,7 +35,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import browserlab, netlab
+from . import browserlab, netlab, relaylab
 from .appkeys import STORE
 from .bots.report import build_report
 from .bots.report_html import write_report
@@ -57,6 +61,7 @@ class CapacityOptions:
     video: VideoSpec = field(default_factory=VideoSpec)
     audio_ms: int = 20  # Opus frame length: 60 needs less CPU per bot (more bots on small machines)
     browsers: int = 0  # seats taken by real Chromium pages in every run (the others are bots)
+    relay: bool = False  # every call through coturn in the hub, behind strict firewalls (relaylab.py)
 
 
 def parse_counts(text: str) -> list[int]:
@@ -142,7 +147,8 @@ def run_capacity(opts: CapacityOptions, folder: Path, progress: Callable[[str], 
         netlab.enter(lab.hub)
         stopped: list[int] = []
         try:
-            runs = asyncio.run(_run_all(opts, lab, folder, progress, stopped))
+            with relaylab.Relay(lab, folder / "relay") if opts.relay else contextlib.nullcontext() as relay:
+                runs = asyncio.run(_run_all(opts, lab, folder, progress, stopped, relay))
         except asyncio.CancelledError:
             if not stopped:
                 raise
@@ -150,7 +156,7 @@ def run_capacity(opts: CapacityOptions, folder: Path, progress: Callable[[str], 
     result = {
         "min_fps": MIN_FPS, "max_loss_pct": loss_limit(opts.loss_pct), "duration_s": opts.duration_s,
         "loss_pct": opts.loss_pct, "delay_ms": opts.delay_ms, "impairment": lab.method, "video": str(opts.video),
-        "audio_ms": opts.audio_ms, "browsers": opts.browsers,
+        "audio_ms": opts.audio_ms, "browsers": opts.browsers, "relay": opts.relay,
         "table": capacity_table(runs, opts.uplinks_mbit), "runs": runs,
     }
     (folder / "capacity.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
@@ -191,10 +197,11 @@ def _cancel_on_signals(stopped: list[int]) -> None:
 
 
 async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progress: Callable[[str], None],
-                   stopped: list[int]) -> list[Message]:
+                   stopped: list[int], relay: relaylab.Relay | None) -> list[Message]:
     _cancel_on_signals(stopped)
     with tempfile.TemporaryDirectory() as data:
-        runner = web.AppRunner(create_app(Config(data_dir=Path(data), open_rooms=True)))
+        turn = {"turn_urls": relay.urls, "turn_secret": relay.secret} if relay else {}
+        runner = web.AppRunner(create_app(Config(data_dir=Path(data), open_rooms=True, **turn)))
         await runner.setup()
         await web.TCPSite(runner, netlab.HUB_ADDRESS, PORT).start()
         try:
@@ -208,7 +215,11 @@ async def _run_all(opts: CapacityOptions, lab: netlab.Lab, folder: Path, progres
                     seats = f"{min(opts.browsers, count)} browsers and {count - min(opts.browsers, count)} bots" \
                         if opts.browsers else f"{count} bots"
                     progress(f"[{len(runs) + 1}/{total}] {label}, {seats} ...")
+                    relayed_before, started = relay.forwarded_bytes() if relay else 0, time.monotonic()
                     runs.append(await _one_run(opts, lab, folder, uplink, count, runner.app))
+                    if relay:  # what the relay sent on, over the whole run (joining and leaving included)
+                        runs[-1]["relay_mbit"] = round((relay.forwarded_bytes() - relayed_before) * 8 / 1e6
+                                                       / (time.monotonic() - started), 2)
                     r = runs[-1]
                     progress(f"    {'fits' if r['ok'] else 'does not fit'}: tracks {r['tracks']}, "
                              f"worst fps {r['worst_fps']}, worst loss {r['worst_loss_pct']} %")

@@ -80,12 +80,34 @@ def test_real_browsers_take_the_first_seats_and_say_what_their_users_saw(tmp_pat
         assert seen["centre"]["height"] == 360 and seen["centre"]["fps"] >= 10
         assert seen["thumbnail"]["height"] == 240
         assert seen["upload_kbps"] > 300
+        assert seen["relayed"] == 0  # the lab's hosts reach each other directly
     thin = next(r for r in result["runs"] if r["uplink_mbit"] == 0.3)
     assert not thin["ok"]  # 0.3 Mbit/s cannot carry a browser's call with two others
     assert "| 3 | 2 | 4 Mbit/s | 360p at" in stdout
     assert (tmp_path / "capacity.html").read_text().count("<svg") == 2
     assert (tmp_path / "capacity-browsers.png").stat().st_size > 0
     assert namespaces(lab_prefix(run.pid)) == set()
+
+
+def test_behind_strict_firewalls_bots_and_a_browser_talk_through_coturn(tmp_path):
+    with subprocess.Popen([*P2PCONF, "capacity", "--count", "3", "--uplink", "4", "--duration", "6", "--relay",
+                           "--browsers", "1", "--report", str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        try:
+            stdout, stderr = run.communicate(timeout=300)
+        finally:
+            run.kill()
+    assert run.returncode == 0, stderr
+    result = json.loads((tmp_path / "capacity.json").read_text())
+    assert result["relay"] is True
+    for r in result["runs"]:
+        assert r["ok"] and r["tracks"] == "8/8", r  # the bots get everyone's audio and video: through the relay
+        seen = r["browsers"][0]
+        assert seen["peers"] == seen["relayed"] == 2, seen  # the browser's every link is relayed
+        # 3 participants send 2 streams each to the relay, which sends all 6 on: at least 6 thumbnails' worth
+        assert r["relay_mbit"] > 0.5
+    assert namespaces(lab_prefix(run.pid)) == set()
+    assert subprocess.run(["pgrep", "-f", str(tmp_path / "relay")], capture_output=True).returncode == 1  # coturn ended
 
 
 def test_without_chromium_browsers_are_refused_before_anything_is_built(tmp_path):
