@@ -62,6 +62,7 @@ class CapacityOptions:
     audio_ms: int = 20  # Opus frame length: 60 needs less CPU per bot (more bots on small machines)
     browsers: int = 0  # seats taken by real Chromium pages in every run (the others are bots)
     relay: bool = False  # every call through coturn in the hub, behind strict firewalls (relaylab.py)
+    bitrate_policy: str = "fixed"  # the bots' (bots/bitrate.py): "browser" sends as a page does
 
 
 def parse_counts(text: str) -> list[int]:
@@ -156,7 +157,7 @@ def run_capacity(opts: CapacityOptions, folder: Path, progress: Callable[[str], 
     result = {
         "min_fps": MIN_FPS, "max_loss_pct": loss_limit(opts.loss_pct), "duration_s": opts.duration_s,
         "loss_pct": opts.loss_pct, "delay_ms": opts.delay_ms, "impairment": lab.method, "video": str(opts.video),
-        "audio_ms": opts.audio_ms, "browsers": opts.browsers, "relay": opts.relay,
+        "audio_ms": opts.audio_ms, "browsers": opts.browsers, "relay": opts.relay, "bitrate_policy": opts.bitrate_policy,
         "table": capacity_table(runs, opts.uplinks_mbit), "runs": runs,
     }
     (folder / "capacity.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
@@ -235,6 +236,7 @@ async def _one_run(opts: CapacityOptions, lab: netlab.Lab, folder: Path, uplink:
     run_opts = RunOptions(
         server=f"http://{netlab.HUB_ADDRESS}:{PORT}", room=name, count=count - browsers,
         duration_s=opts.duration_s, video=opts.video, audio_ms=opts.audio_ms, processes=max(1, count - browsers),
+        bitrate_policy=opts.bitrate_policy,
         netns=tuple(lab.host(n) for n in range(browsers + 1, count + 1)), first_index=browsers + 1,
     )
     entry: Message = {"uplink_mbit": uplink, "count": count}

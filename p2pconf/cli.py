@@ -157,7 +157,7 @@ def _capacity(args: argparse.Namespace) -> int:
         opts = CapacityOptions(counts=parse_counts(args.count), uplinks_mbit=parse_uplinks(args.uplink),
                                duration_s=args.duration, loss_pct=args.loss, delay_ms=args.delay,
                                video=VideoSpec.parse(args.video), audio_ms=args.audio_ms, browsers=args.browsers,
-                               relay=args.relay)
+                               relay=args.relay, bitrate_policy=args.bitrate_policy)
         if not 0 <= opts.loss_pct < 100 or not 0 <= opts.delay_ms <= 10_000 or opts.duration_s <= 0:
             raise ValueError("--loss is 0 to 99 %, --delay 0 to 10000 ms, --duration above 0")
         check_can_build()
@@ -295,6 +295,8 @@ def parser() -> argparse.ArgumentParser:
                    help="Opus frame length; 60 lets a small machine run more bots")
     c.add_argument("--browsers", type=options.int_in(0, 6), default=0, metavar="N",
                    help="the first N seats of every run are real Chromium pages (Debian's chromium, Playwright)")
+    c.add_argument("--bitrate-policy", choices=("fixed", "estimate", "browser"), default="fixed",
+                   help="the bots' video bitrate: fixed, the receiver's estimate, or a page's split (browser)")
     c.add_argument("--relay", action="store_true",
                    help="no two participants reach each other: every call through coturn in the hub (TURN)")
     c.add_argument("--report", default="capacity", metavar="DIR", help="where results go (default ./capacity)")
