@@ -67,24 +67,33 @@ def format_browsers(result: Message) -> str:
     return "\n".join(lines)
 
 
+def _browser_loss(runs: list[Message]) -> float | None:
+    """The worst loss any browser of the runs saw, on its centre or its thumbnails."""
+    losses = [view["loss_pct"] for r in runs for b in r.get("browsers", ()) for view in (b["centre"], b["thumbnail"]) if view]
+    return max(losses) if losses else None
+
+
 def browser_figure(result: Message) -> Figure:
-    """The centre's picture per uplink, one line per mesh size: its height and its frame rate."""
+    """Per uplink, one line per mesh size: the frame rate of the browsers' centre, and the
+    worst loss a browser saw."""
     with matplotlib.rc_context(PLOT_STYLE):
         figure = Figure(figsize=(9, 3.6), layout="constrained")
-        height_ax, fps_ax = figure.subplots(1, 2)
+        fps_ax, loss_ax = figure.subplots(1, 2)
         uplinks = sorted({r["uplink_mbit"] for r in result["runs"]} - {None})
         for count in sorted({r["count"] for r in result["runs"]}):
             runs = {r["uplink_mbit"]: [r] for r in result["runs"] if r["count"] == count}
-            for ax, key in ((height_ax, "height"), (fps_ax, "fps")):
-                ax.plot(uplinks, [_seen(runs.get(u, []), "centre", key) or 0 for u in uplinks], marker="o",
+            fps_ax.plot(uplinks, [_seen(runs.get(u, []), "centre", "fps") or 0 for u in uplinks], marker="o",
                         label=f"{count}")
-        height_ax.set(title="centre: picture height", xlabel="uplink Mbit/s", ylabel="pixels")
-        fps_ax.set(title="centre: frames per second", xlabel="uplink Mbit/s", ylabel="fps")
-        for ax in (height_ax, fps_ax):
+            loss_ax.plot(uplinks, [_browser_loss(runs.get(u, [])) or 0 for u in uplinks], marker="o", label=f"{count}")
+        fps_ax.axhline(result["min_fps"], color="#c62828", linestyle="--", linewidth=1)
+        fps_ax.set(title="browsers: centre frames per second", xlabel="uplink Mbit/s", ylabel="fps", ylim=(0, 20))
+        loss_ax.set(title="browsers: worst loss seen (centre or thumbnail)", xlabel="uplink Mbit/s", ylabel="loss %",
+                    ylim=(-1, 101))
+        for ax in (fps_ax, loss_ax):
             ax.set_xscale("log", base=2)
             ax.set_xticks(uplinks, [f"{u:g}" for u in uplinks])
             ax.grid(alpha=0.3)
-        fps_ax.legend(title="participants")
+        loss_ax.legend(title="participants")
         return figure
 
 
