@@ -35,15 +35,19 @@ def lab_prefix(pid: int) -> str:
     return f"p2pc{pid}-"
 
 
-def test_a_tiny_matrix_tells_a_thin_uplink_from_a_wide_one(tmp_path):
-    with subprocess.Popen([*P2PCONF, "capacity", "--count", "2..3", "--uplink", "0.3,4", "--duration", "3",
-                           "--report", str(tmp_path)],
+def capacity_run(tmp_path, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, int]:
+    """`p2pconf capacity ARGS --report tmp_path`, bounded; its outcome and its pid (the lab's prefix)."""
+    with subprocess.Popen([*P2PCONF, "capacity", *args, "--report", str(tmp_path)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
         try:
-            stdout, stderr = run.communicate(timeout=240)
+            stdout, stderr = run.communicate(timeout=timeout)
         finally:
             run.kill()
-    done = subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr), run.pid
+
+
+def test_a_tiny_matrix_tells_a_thin_uplink_from_a_wide_one(tmp_path):
+    done, pid = capacity_run(tmp_path, "--count", "2..3", "--uplink", "0.3,4", "--duration", "3", timeout=240)
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "capacity.json").read_text())
     assert len(result["runs"]) == 6  # every combination, and each size once without a limit
@@ -56,18 +60,12 @@ def test_a_tiny_matrix_tells_a_thin_uplink_from_a_wide_one(tmp_path):
     assert "| 4 Mbit/s | 3 | the largest size measured |" in done.stdout
     assert (tmp_path / "capacity.html").read_text().count("<svg") == 1
     assert (tmp_path / "runs" / "uplink-4-bots-3" / "report.html").exists()
-    assert namespaces(lab_prefix(run.pid)) == set()  # the run removed what it made
+    assert namespaces(lab_prefix(pid)) == set()  # the run removed what it made
 
 
 def test_real_browsers_take_the_first_seats_and_say_what_their_users_saw(tmp_path):
-    with subprocess.Popen([*P2PCONF, "capacity", "--count", "3", "--uplink", "0.3,4", "--duration", "6",
-                           "--browsers", "2", "--report", str(tmp_path)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
-        try:
-            stdout, stderr = run.communicate(timeout=300)
-        finally:
-            run.kill()
-    assert run.returncode == 0, stderr
+    done, pid = capacity_run(tmp_path, "--count", "3", "--uplink", "0.3,4", "--duration", "6", "--browsers", "2")
+    assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "capacity.json").read_text())
     wide = next(r for r in result["runs"] if r["uplink_mbit"] == 4)
     assert wide["ok"] and wide["tracks"] == "4/4"  # the bot gets both browsers' audio and video
@@ -83,21 +81,16 @@ def test_real_browsers_take_the_first_seats_and_say_what_their_users_saw(tmp_pat
         assert seen["relayed"] == 0  # the lab's hosts reach each other directly
     thin = next(r for r in result["runs"] if r["uplink_mbit"] == 0.3)
     assert not thin["ok"]  # 0.3 Mbit/s cannot carry a browser's call with two others
-    assert "| 3 | 2 | 4 Mbit/s | 360p at" in stdout
+    assert "| 3 | 2 | 4 Mbit/s | 360p at" in done.stdout
     assert (tmp_path / "capacity.html").read_text().count("<svg") == 2
     assert (tmp_path / "capacity-browsers.png").stat().st_size > 0
-    assert namespaces(lab_prefix(run.pid)) == set()
+    assert namespaces(lab_prefix(pid)) == set()
 
 
 def test_behind_strict_firewalls_bots_and_a_browser_talk_through_coturn(tmp_path):
-    with subprocess.Popen([*P2PCONF, "capacity", "--count", "3", "--uplink", "4", "--duration", "6", "--relay",
-                           "--browsers", "1", "--report", str(tmp_path)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
-        try:
-            stdout, stderr = run.communicate(timeout=300)
-        finally:
-            run.kill()
-    assert run.returncode == 0, stderr
+    done, pid = capacity_run(tmp_path, "--count", "3", "--uplink", "4", "--duration", "6", "--relay",
+                             "--browsers", "1")
+    assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "capacity.json").read_text())
     assert result["relay"] is True
     for r in result["runs"]:
@@ -106,7 +99,7 @@ def test_behind_strict_firewalls_bots_and_a_browser_talk_through_coturn(tmp_path
         assert seen["peers"] == seen["relayed"] == 2, seen  # the browser's every link is relayed
         # 3 participants send 2 streams each to the relay, which sends all 6 on: at least 6 thumbnails' worth
         assert r["relay_mbit"] > 0.5
-    assert namespaces(lab_prefix(run.pid)) == set()
+    assert namespaces(lab_prefix(pid)) == set()
     assert subprocess.run(["pgrep", "-f", str(tmp_path / "relay")], capture_output=True).returncode == 1  # coturn ended
 
 
